@@ -1,0 +1,82 @@
+#include "common/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int proc_stat(pid_t pid, char *state, uint64_t *start_time)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    int e = errno;
+    close(fd);
+    if (n <= 0) {
+        errno = n < 0 ? e : ESRCH;
+        return -1;
+    }
+    buf[n] = '\0';
+    /* comm may hold spaces and parens: fields resume after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ') {
+        errno = EINVAL;
+        return -1;
+    }
+    p += 2;
+    if (state)
+        *state = *p;
+    /* p is at field 3 (state); start time is field 22. */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL) {
+            errno = EINVAL;
+            return -1;
+        }
+        p++;
+    }
+    if (start_time)
+        *start_time = strtoull(p, NULL, 10);
+    return 0;
+}
+
+bool proc_alive(pid_t pid, uint64_t start_time)
+{
+    char st;
+    uint64_t t;
+    if (pid <= 0 || proc_stat(pid, &st, &t) < 0)
+        return false;
+    return st != 'Z' && st != 'X' && t == start_time;
+}
+
+int proc_pidfd_open(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int proc_pidfd_signal(int pidfd, int sig)
+{
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+int proc_pidfd_open_checked(pid_t pid, uint64_t start_time)
+{
+    int fd = proc_pidfd_open(pid);
+    if (fd < 0)
+        return -1;
+    uint64_t t;
+    char st;
+    if (proc_stat(pid, &st, &t) < 0 || t != start_time) {
+        close(fd);
+        errno = ESRCH;
+        return -1;
+    }
+    return fd;
+}

@@ -1,0 +1,22 @@
+/* /proc/<pid> helpers: start time (for pid reuse detection) and liveness. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Read the state letter and start time (field 22, clock ticks since boot)
+ * of pid. Returns 0, or -1 with errno (ENOENT/ESRCH if the pid is gone). */
+int proc_stat(pid_t pid, char *state, uint64_t *start_time);
+
+/* True if pid is alive, not a zombie, and started at start_time. */
+bool proc_alive(pid_t pid, uint64_t start_time);
+
+/* pidfd_open(2); -1 with errno on failure. */
+int proc_pidfd_open(pid_t pid);
+
+/* pidfd_send_signal(2). */
+int proc_pidfd_signal(int pidfd, int sig);
+
+/* Open a pidfd for pid and verify it is still the process that started at
+ * start_time (closes the pid reuse race). -1/ESRCH if not. */
+int proc_pidfd_open_checked(pid_t pid, uint64_t start_time);

@@ -1,0 +1,186 @@
+/* Container-init side of the namespace backend: runs in the cloned child,
+ * joins and creates namespaces, builds the root filesystem, becomes the
+ * configured process and waits for `start` before exec. */
+#include "ns/ns.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/err.h"
+#include "common/util.h"
+#include "ns/sync.h"
+
+static const enum oci_ns_type join_order[] = {
+    OCI_NS_IPC, OCI_NS_UTS, OCI_NS_NET, OCI_NS_CGROUP, OCI_NS_MNT,
+};
+
+static int join_namespaces(const struct oci_config *cfg, const int *ns_fds, struct err **err)
+{
+    if (ns_fds[OCI_NS_USER] >= 0 && setns(ns_fds[OCI_NS_USER], CLONE_NEWUSER) < 0)
+        return err_make(err, errno, "join user namespace `%s`",
+                        oci_config_ns(cfg, OCI_NS_USER)->path);
+    for (size_t i = 0; i < sizeof(join_order) / sizeof(join_order[0]); i++) {
+        enum oci_ns_type t = join_order[i];
+        if (ns_fds[t] >= 0 && setns(ns_fds[t], oci_ns_clone_flag(t)) < 0)
+            return err_make(err, errno, "join %s namespace `%s`", oci_ns_name(t),
+                            oci_config_ns(cfg, t)->path);
+    }
+    return 0;
+}
+
+/* With a joined user namespace the other new namespaces are made here; a new
+ * pid namespace needs one more fork (the child becomes its pid 1). */
+static int unshare_late(const struct oci_config *cfg, int sync_fd, struct err **err)
+{
+    int flags = 0;
+    for (size_t i = 0; i < cfg->linux_.n_namespaces; i++) {
+        const struct oci_namespace *ns = &cfg->linux_.namespaces[i];
+        if (ns->path == NULL && ns->type != OCI_NS_USER && ns->type != OCI_NS_TIME)
+            flags |= oci_ns_clone_flag(ns->type);
+    }
+    if (flags & ~CLONE_NEWPID && unshare(flags & ~CLONE_NEWPID) < 0)
+        return err_make(err, errno, "create namespaces");
+    if (!(flags & CLONE_NEWPID))
+        return 0;
+    if (unshare(CLONE_NEWPID) < 0)
+        return err_make(err, errno, "create pid namespace");
+    pid_t pid = fork();
+    if (pid < 0)
+        return err_make(err, errno, "fork into the new pid namespace");
+    if (pid > 0) {
+        sync_send(sync_fd, SYNC_PID, pid);
+        _exit(0);
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return 0;
+}
+
+static int become_root_in_userns(struct err **err)
+{
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        return err_make(err, errno,
+                        "become root in the user namespace (do the mappings include id 0?)");
+    return 0;
+}
+
+static int set_oom_score_adj(int adj, struct err **err)
+{
+    char buf[16];
+    int n = snprintf(buf, sizeof(buf), "%d", adj);
+    cleanup_close int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, buf, (size_t)n) != n)
+        return err_make(err, errno, "set process.oomScoreAdj to %d%s", adj,
+                        errno == EACCES ? " (lowering it needs CAP_SYS_RESOURCE)" : "");
+    return 0;
+}
+
+static int wait_for_start(const struct ns_spawn_opts *o, int sync_fd, struct err **err)
+{
+    if (o->fifo_fd >= 0) {
+        char c;
+        ssize_t n;
+        do
+            n = read(o->fifo_fd, &c, 1);
+        while (n < 0 && errno == EINTR);
+        if (n != 1)
+            return err_make(err, errno, "wait for start");
+        return 0;
+    }
+    struct sync_msg m;
+    return sync_expect(sync_fd, SYNC_START, &m, err);
+}
+
+static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds,
+                    int clone_flags, char **exe, struct err **err)
+{
+    const struct oci_config *cfg = o->cfg;
+    const struct oci_process *proc = cfg->process;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1)
+        _exit(1); /* the parent is already gone */
+    bool in_userns = oci_config_ns(cfg, OCI_NS_USER) != NULL;
+
+    if (clone_flags & CLONE_NEWUSER) {
+        struct sync_msg m;
+        if (sync_expect(sync_fd, SYNC_MAPPED, &m, err) < 0)
+            return -1;
+    }
+    if (join_namespaces(cfg, ns_fds, err) < 0)
+        return -1;
+    if (ns_fds[OCI_NS_USER] >= 0 && unshare_late(cfg, sync_fd, err) < 0)
+        return -1;
+    if (in_userns && become_root_in_userns(err) < 0)
+        return -1;
+    if (proc->has_oom_score_adj && set_oom_score_adj(proc->oom_score_adj, err) < 0)
+        return -1;
+    if (cfg->hostname && cfg->hostname[0] &&
+        sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+        return err_make(err, errno, "set hostname `%s`", cfg->hostname);
+    if (cfg->domainname && cfg->domainname[0] &&
+        setdomainname(cfg->domainname, strlen(cfg->domainname)) < 0)
+        return err_make(err, errno, "set domainname `%s`", cfg->domainname);
+
+    if (ns_rootfs_setup(o, in_userns, err) < 0)
+        return -1;
+    if (proc->terminal) {
+        if (ns_terminal_setup(cfg, o->console_fd, err) < 0)
+            return -1;
+    } else if (setsid() < 0 && errno != EPERM) {
+        return err_make(err, errno, "setsid");
+    }
+    if (ns_rootfs_finish(o, err) < 0)
+        return -1;
+    if (ns_process_setup(cfg, err) < 0)
+        return -1;
+    if (ns_find_executable(proc->args[0], proc->env, exe, err) < 0)
+        return -1;
+    if (proc->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return err_make(err, errno, "set no_new_privs");
+    /* From here on the init must survive its parent (`cocoon create` exits). */
+    prctl(PR_SET_PDEATHSIG, 0);
+    if (sync_send(sync_fd, SYNC_READY, 0) < 0)
+        return err_make(err, errno, "report ready");
+    if (wait_for_start(o, sync_fd, err) < 0)
+        return -1;
+    return 0;
+}
+
+void ns_init_main(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds, int clone_flags)
+{
+    struct err *err = NULL;
+    char *exe = NULL;
+    if (init_run(o, sync_fd, ns_fds, clone_flags, &exe, &err) < 0) {
+        sync_send_error(sync_fd, err);
+        _exit(1);
+    }
+    const struct oci_process *proc = o->cfg->process;
+    /* Only stdio and the preserved fds reach the program. */
+    unsigned first = 3u + (unsigned)o->preserve_fds;
+    if (syscall(SYS_close_range, first, ~0u, CLOSE_RANGE_CLOEXEC) < 0) {
+        for (int fd = (int)first; fd < 1024; fd++)
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    /* `cocoon run` blocks the signals it forwards; the program starts clean. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    execve(exe, proc->args, proc->env);
+    /* The runtime has already returned; the container's stderr is all we have. */
+    dprintf(2, "cocoon: exec `%s`: %s\n", proc->args[0], strerror(errno));
+    _exit(127);
+}

@@ -1,0 +1,392 @@
+/* create, start, state, kill, delete and list on the namespace backend. */
+#include "runtime/container.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/proc.h"
+#include "common/terminal.h"
+#include "common/util.h"
+#include "ns/ns.h"
+#include "runtime/lifecycle.h"
+
+int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, struct prepared *p,
+                      struct err **err)
+{
+    memset(p, 0, sizeof(*p));
+    p->rootfd = p->dirfd = -1;
+    if (state_check_id(o->id, err) < 0)
+        return -1;
+    const char *bundle = o->bundle ? o->bundle : ".";
+    char abs[PATH_MAX];
+    if (realpath(bundle, abs) == NULL)
+        return err_make(err, errno, "bundle `%s`", bundle);
+    p->bundle = xstrdup(abs);
+    if (oci_config_load(p->bundle, &p->cfg, err) < 0)
+        return -1;
+    if (ns_validate(p->cfg, err) < 0)
+        return -1;
+    cleanup_free char *root = p->cfg->root_path[0] == '/'
+                                  ? xstrdup(p->cfg->root_path)
+                                  : xasprintf("%s/%s", p->bundle, p->cfg->root_path);
+    struct stat st;
+    if (realpath(root, abs) == NULL || stat(abs, &st) < 0)
+        return err_make(err, errno, "rootfs `%s` (root.path in config.json)", root);
+    if (!S_ISDIR(st.st_mode))
+        return err_make(err, ENOTDIR, "rootfs `%s` (root.path in config.json)", root);
+    p->rootfs = xstrdup(abs);
+    if (p->cfg->process->terminal && o->console_socket == NULL)
+        return err_make(err, EINVAL,
+                        "process.terminal is set: --console-socket is required (or use "
+                        "`run` in the foreground)");
+    p->rootfd = state_root_open(rt->root, true, err);
+    if (p->rootfd < 0)
+        return -1;
+    p->dirfd = state_dir_create(p->rootfd, o->id, err);
+    if (p->dirfd < 0)
+        return -1;
+    return 0;
+}
+
+void lifecycle_abort(const struct create_opts *o, struct prepared *p)
+{
+    if (p->dirfd >= 0) {
+        struct err *e = NULL;
+        state_dir_remove(p->rootfd, o->id, &e);
+        err_free(&e);
+    }
+}
+
+void lifecycle_release(struct prepared *p)
+{
+    oci_config_free(p->cfg);
+    free(p->bundle);
+    free(p->rootfs);
+    close_and_reset(&p->dirfd);
+    close_and_reset(&p->rootfd);
+    memset(p, 0, sizeof(*p));
+    p->rootfd = p->dirfd = -1;
+}
+
+int lifecycle_write_pid_file(const char *path, pid_t pid, struct err **err)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d", (int)pid);
+    cleanup_free char *copy = xstrdup(path);
+    char *slash = strrchr(copy, '/');
+    const char *dir = ".", *name = copy;
+    if (slash) {
+        *slash = '\0';
+        dir = copy[0] ? copy : "/";
+        name = slash + 1;
+    }
+    cleanup_close int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return err_make(err, errno, "pid file `%s`", path);
+    if (write_file_atomic(dfd, name, buf, (size_t)n, err) < 0)
+        return err_wrap(err, "pid file `%s`", path);
+    return 0;
+}
+
+int lifecycle_record(const struct create_opts *o, struct prepared *p, pid_t pid,
+                     struct err **err)
+{
+    struct container_state st = {
+        .id = (char *)o->id, .bundle = p->bundle, .rootfs = p->rootfs, .backend = "ns",
+        .pid = pid, .owner = getuid(),
+        .annotations = p->cfg->annotations, .n_annotations = p->cfg->n_annotations,
+    };
+    const struct oci_namespace *pidns = oci_config_ns(p->cfg, OCI_NS_PID);
+    st.own_pidns = pidns && pidns->path == NULL;
+    cleanup_free char *created = state_now_rfc3339();
+    st.created = created;
+    if (proc_stat(pid, NULL, &st.start_time) < 0)
+        return err_make(err, errno, "read start time of the container init %d", (int)pid);
+    if (state_write(p->dirfd, &st, err) < 0)
+        return -1;
+    if (o->pid_file && lifecycle_write_pid_file(o->pid_file, pid, err) < 0)
+        return -1;
+    return 0;
+}
+
+int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
+                      struct err **err)
+{
+    (void)dirfd;
+    return state_dir_remove(rootfd, st->id, err);
+}
+
+int container_create(const struct runtime *rt, const struct create_opts *o, struct err **err)
+{
+    struct prepared p;
+    cleanup_close int console = -1, fifo = -1;
+    struct ns_child child = {.pid = -1, .sync_fd = -1};
+    if (lifecycle_prepare(rt, o, &p, err) < 0)
+        goto fail;
+    if (mkfifoat(p.dirfd, STATE_EXEC_FIFO, 0600) < 0) {
+        err_make(err, errno, "create exec fifo");
+        goto fail;
+    }
+    /* O_RDWR never blocks on a FIFO; the init holds it and reads one byte. */
+    fifo = openat(p.dirfd, STATE_EXEC_FIFO, O_RDWR | O_CLOEXEC);
+    if (fifo < 0) {
+        err_make(err, errno, "open exec fifo");
+        goto fail;
+    }
+    if (p.cfg->process->terminal) {
+        console = unix_connect(o->console_socket, err);
+        if (console < 0) {
+            err_wrap(err, "--console-socket");
+            goto fail;
+        }
+    }
+    struct ns_spawn_opts so = {
+        .cfg = p.cfg, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = fifo,
+        .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
+    };
+    if (ns_spawn(&so, &child, err) < 0)
+        goto fail;
+    close_and_reset(&child.sync_fd);
+    if (lifecycle_record(o, &p, child.pid, err) < 0) {
+        kill(child.pid, SIGKILL);
+        goto fail;
+    }
+    lifecycle_release(&p);
+    return 0;
+fail:
+    if (child.pid > 0)
+        kill(child.pid, SIGKILL);
+    close_and_reset(&child.sync_fd);
+    lifecycle_abort(o, &p);
+    lifecycle_release(&p);
+    return -1;
+}
+
+/* Open, lock and read a container; returns the locked dir fd. */
+static int load(const struct runtime *rt, const char *id, int *rootfd,
+                struct container_state **st, struct err **err)
+{
+    *rootfd = state_root_open(rt->root, false, err);
+    if (*rootfd < 0) {
+        if (err_code(*err) == ENOENT) {
+            err_free(err);
+            return err_make(err, 0, "container `%s` does not exist", id);
+        }
+        return -1;
+    }
+    int dirfd = state_dir_open(*rootfd, id, err);
+    if (dirfd < 0)
+        return -1;
+    if (state_read(dirfd, st, err) < 0) {
+        close(dirfd);
+        return err_wrap(err, "container `%s`", id);
+    }
+    return dirfd;
+}
+
+int container_start(const struct runtime *rt, const char *id, struct err **err)
+{
+    cleanup_close int rootfd = -1;
+    cleanup_state struct container_state *st = NULL;
+    cleanup_close int dirfd = load(rt, id, &rootfd, &st, err);
+    if (dirfd < 0)
+        return -1;
+    enum container_status s = state_status(dirfd, st);
+    if (s != STATUS_CREATED)
+        return err_make(err, 0, "cannot start container `%s`: it is %s, not created", id,
+                        state_status_name(s));
+    cleanup_close int fifo = openat(dirfd, STATE_EXEC_FIFO, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fifo < 0) {
+        if (errno == ENXIO)
+            return err_make(err, 0, "cannot start container `%s`: its init process is gone", id);
+        return err_make(err, errno, "open exec fifo of `%s`", id);
+    }
+    if (write(fifo, "0", 1) != 1)
+        return err_make(err, errno, "start container `%s`", id);
+    unlinkat(dirfd, STATE_EXEC_FIFO, 0);
+    return 0;
+}
+
+int container_state(const struct runtime *rt, const char *id, char **out, struct err **err)
+{
+    cleanup_close int rootfd = -1;
+    cleanup_state struct container_state *st = NULL;
+    cleanup_close int dirfd = load(rt, id, &rootfd, &st, err);
+    if (dirfd < 0)
+        return -1;
+    *out = state_to_oci_json(st, state_status(dirfd, st));
+    return 0;
+}
+
+/* Signal every process in the init's pid namespace. */
+static int kill_pidns(const struct container_state *st, int sig)
+{
+    char path[64];
+    struct stat ref;
+    snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)st->pid);
+    if (stat(path, &ref) < 0)
+        return -1;
+    cleanup_dir DIR *d = opendir("/proc");
+    if (d == NULL)
+        return -1;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        int pid;
+        if (parse_int(de->d_name, &pid) < 0 || pid == st->pid)
+            continue;
+        struct stat s;
+        snprintf(path, sizeof(path), "/proc/%d/ns/pid", pid);
+        if (stat(path, &s) == 0 && s.st_ino == ref.st_ino && s.st_dev == ref.st_dev)
+            kill(pid, sig);
+    }
+    return 0;
+}
+
+static int signal_container(const struct container_state *st, int sig, bool all,
+                            struct err **err)
+{
+    cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
+    if (pidfd < 0)
+        return err_make(err, 0, "container `%s` is not running", st->id);
+    if (all && st->own_pidns && sig != SIGKILL)
+        kill_pidns(st, sig);
+    if (proc_pidfd_signal(pidfd, sig) < 0 && errno != ESRCH)
+        return err_make(err, errno, "send signal %d to container `%s`", sig, st->id);
+    return 0;
+}
+
+int container_kill(const struct runtime *rt, const char *id, int sig, bool all,
+                   struct err **err)
+{
+    cleanup_close int rootfd = -1;
+    cleanup_state struct container_state *st = NULL;
+    cleanup_close int dirfd = load(rt, id, &rootfd, &st, err);
+    if (dirfd < 0)
+        return -1;
+    enum container_status s = state_status(dirfd, st);
+    if (s == STATUS_STOPPED)
+        return err_make(err, 0, "cannot kill container `%s`: it is stopped", id);
+    return signal_container(st, sig, all, err);
+}
+
+/* Wait (up to timeout_ms) for the process behind pidfd to exit. */
+static bool wait_exit(int pidfd, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+    int r;
+    do
+        r = poll(&pfd, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
+int container_delete(const struct runtime *rt, const char *id, bool force, struct err **err)
+{
+    cleanup_close int rootfd = -1;
+    cleanup_state struct container_state *st = NULL;
+    cleanup_close int dirfd = load(rt, id, &rootfd, &st, err);
+    if (dirfd < 0) {
+        /* A directory with no state is a create that was killed midway. */
+        if (force && rootfd >= 0 && state_check_id(id, NULL) == 0 &&
+            faccessat(rootfd, id, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+            err_free(err);
+            return state_dir_remove(rootfd, id, err);
+        }
+        return -1;
+    }
+    enum container_status s = state_status(dirfd, st);
+    if (s != STATUS_STOPPED) {
+        if (!force && s != STATUS_CREATED)
+            return err_make(err, 0, "cannot delete container `%s`: it is %s (use --force)", id,
+                            state_status_name(s));
+        /* A created container has never run its process: deleting it is
+         * allowed (runc and crun do the same). */
+        cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
+        if (pidfd >= 0) {
+            if (st->own_pidns)
+                proc_pidfd_signal(pidfd, SIGKILL);
+            else {
+                kill_pidns(st, SIGKILL);
+                proc_pidfd_signal(pidfd, SIGKILL);
+            }
+            if (!wait_exit(pidfd, 10000))
+                return err_make(err, ETIMEDOUT, "container `%s` did not exit after SIGKILL", id);
+        }
+    }
+    return lifecycle_destroy(rootfd, dirfd, st, err);
+}
+
+int container_list(const struct runtime *rt, struct container_info **out, size_t *n,
+                   struct err **err)
+{
+    *out = NULL;
+    *n = 0;
+    cleanup_close int rootfd = state_root_open(rt->root, false, err);
+    if (rootfd < 0) {
+        if (err_code(*err) == ENOENT) {
+            err_free(err);
+            return 0;
+        }
+        return -1;
+    }
+    int dfd = dup(rootfd);
+    cleanup_dir DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (d == NULL)
+        return err_make(err, errno, "read `%s`", rt->root);
+    size_t cap = 0;
+    struct container_info *list = NULL;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        cleanup_close int dirfd =
+            openat(rootfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dirfd < 0)
+            continue;
+        struct container_state *st = NULL;
+        struct err *e = NULL;
+        if (state_read(dirfd, &st, &e) < 0) {
+            err_free(&e);
+            continue;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            list = realloc(list, cap * sizeof(*list));
+            if (list == NULL)
+                abort();
+        }
+        enum container_status s = state_status(dirfd, st);
+        list[*n] = (struct container_info){
+            .id = steal_pointer(&st->id), .pid = s == STATUS_STOPPED ? 0 : st->pid,
+            .status = state_status_name(s), .bundle = steal_pointer(&st->bundle),
+            .created = steal_pointer(&st->created),
+        };
+        (*n)++;
+        state_free(st);
+    }
+    *out = list;
+    return 0;
+}
+
+void container_list_free(struct container_info *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].id);
+        free(list[i].bundle);
+        free(list[i].created);
+        free(list[i].owner);
+    }
+    free(list);
+}

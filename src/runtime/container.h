@@ -1,0 +1,63 @@
+/* The OCI lifecycle (create, start, state, kill, delete, run, list) on top of
+ * a backend; the CLI calls only these. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct err;
+
+/* Global options shared by every command. */
+struct runtime {
+    const char *root; /* state directory root, default /run/cocoon */
+};
+
+struct create_opts {
+    const char *id;
+    const char *bundle;         /* default "." */
+    const char *pid_file;       /* or NULL */
+    const char *console_socket; /* or NULL */
+    int preserve_fds;
+    bool no_pivot;
+};
+
+/* One row of `cocoon list`. */
+struct container_info {
+    char *id;
+    pid_t pid;
+    const char *status;
+    char *bundle;
+    char *created;
+    char *owner;
+};
+
+/* Create a container held before its process runs (`cocoon create`). */
+int container_create(const struct runtime *rt, const struct create_opts *o, struct err **err);
+
+/* Release a created container's process (`cocoon start`). */
+int container_start(const struct runtime *rt, const char *id, struct err **err);
+
+/* The runtime-spec state JSON of a container; *out is a new string. */
+int container_state(const struct runtime *rt, const char *id, char **out, struct err **err);
+
+/* Send sig to the container's init (or to all its processes). */
+int container_kill(const struct runtime *rt, const char *id, int sig, bool all,
+                   struct err **err);
+
+/* Remove a stopped container (running ones too with force). */
+int container_delete(const struct runtime *rt, const char *id, bool force, struct err **err);
+
+/* Create and start; unless detach, wait and return the exit status in
+ * *status (128+signal if killed) and delete the container afterwards. */
+int container_run(const struct runtime *rt, const struct create_opts *o, bool detach,
+                  int *status, struct err **err);
+
+/* All containers under rt->root. */
+int container_list(const struct runtime *rt, struct container_info **out, size_t *n,
+                   struct err **err);
+
+/* Free what container_list returned. */
+void container_list_free(struct container_info *list, size_t n);
+
+/* Parse a signal name ("KILL", "SIGKILL", "sigterm") or number; <0 if bad. */
+int signal_parse(const char *s);

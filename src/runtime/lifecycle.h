@@ -1,0 +1,35 @@
+/* Internals shared by the lifecycle commands (not for the CLI). */
+#pragma once
+#include "oci/config.h"
+#include "oci/state.h"
+#include "runtime/container.h"
+
+/* A container being created: its config, paths and state directory. */
+struct prepared {
+    struct oci_config *cfg;
+    char *bundle;
+    char *rootfs;
+    int rootfd;  /* runtime root */
+    int dirfd;   /* locked state directory */
+};
+
+/* Load and check the bundle, create the locked state directory. */
+int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o,
+                      struct prepared *p, struct err **err);
+
+/* Undo lifecycle_prepare after a failure: remove the state directory. */
+void lifecycle_abort(const struct create_opts *o, struct prepared *p);
+
+/* Free what lifecycle_prepare allocated (the state directory stays). */
+void lifecycle_release(struct prepared *p);
+
+/* Write the pid file atomically (as runc: the number, no newline). */
+int lifecycle_write_pid_file(const char *path, pid_t pid, struct err **err);
+
+/* Make state for a container whose init is pid. */
+int lifecycle_record(const struct create_opts *o, struct prepared *p, pid_t pid,
+                     struct err **err);
+
+/* Remove everything the container left: state directory (caller holds lock). */
+int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
+                      struct err **err);

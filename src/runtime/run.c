@@ -1,0 +1,193 @@
+/* `cocoon run`: create and start in one go; in the foreground, forward
+ * signals (and a terminal) to the container and return its exit status. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/err.h"
+#include "common/terminal.h"
+#include "common/util.h"
+#include "ns/ns.h"
+#include "runtime/container.h"
+#include "runtime/lifecycle.h"
+
+static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH,
+                                SIGCONT, SIGALRM, SIGPIPE};
+
+/* Copy what is readable on `from` to `to`; returns false on EOF or error. */
+static bool pump(int from, int to)
+{
+    char buf[8192];
+    ssize_t n = read(from, buf, sizeof(buf));
+    if (n <= 0)
+        return n < 0 && (errno == EINTR || errno == EAGAIN);
+    return write_all(to, buf, (size_t)n) == 0;
+}
+
+static void copy_winsize(int from, int to)
+{
+    struct winsize ws;
+    if (ioctl(from, TIOCGWINSZ, &ws) == 0)
+        ioctl(to, TIOCSWINSZ, &ws);
+}
+
+/* Wait for pid, forwarding signals and (if master >= 0) proxying the pty. */
+static int wait_container(pid_t pid, int sfd, int master, int *status, struct err **err)
+{
+    bool in_open = master >= 0, out_open = master >= 0;
+    for (;;) {
+        struct pollfd fds[3] = {{.fd = sfd, .events = POLLIN},
+                                {.fd = out_open ? master : -1, .events = POLLIN},
+                                {.fd = in_open ? 0 : -1, .events = POLLIN}};
+        int r = poll(fds, 3, -1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return err_make(err, errno, "poll");
+        }
+        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR))
+            out_open = pump(master, 1);
+        if (fds[2].revents & (POLLIN | POLLHUP | POLLERR))
+            in_open = pump(0, master);
+        if (!(fds[0].revents & POLLIN))
+            continue;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof(si)) != sizeof(si))
+            continue;
+        if ((int)si.ssi_signo == SIGWINCH && master >= 0) {
+            copy_winsize(0, master);
+            continue;
+        }
+        if ((int)si.ssi_signo != SIGCHLD) {
+            kill(pid, (int)si.ssi_signo);
+            continue;
+        }
+        /* Reap everything (we are a subreaper); stop when the init is gone. */
+        int ws;
+        pid_t w;
+        while ((w = waitpid(-1, &ws, WNOHANG)) > 0) {
+            if (w != pid)
+                continue;
+            while (out_open && master >= 0 && pump(master, 1))
+                ;
+            *status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+            return 0;
+        }
+    }
+}
+
+int container_run(const struct runtime *rt, const struct create_opts *o, bool detach,
+                  int *status, struct err **err)
+{
+    struct prepared p;
+    cleanup_close int console = -1, console_peer = -1, master = -1, sfd = -1;
+    struct ns_child child = {.pid = -1, .sync_fd = -1};
+    void *saved_tty = NULL;
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
+        sigaddset(&mask, forwarded[i]);
+    /* Block forwarded signals from the start so none is lost or kills us. */
+    if (!detach)
+        sigprocmask(SIG_BLOCK, &mask, &old);
+
+    struct create_opts co = *o;
+    bool own_console = false;
+    const char *console_socket = o->console_socket;
+    if (!detach && console_socket == NULL)
+        co.console_socket = "(internal)"; /* lets prepare accept process.terminal */
+    if (lifecycle_prepare(rt, &co, &p, err) < 0)
+        goto fail;
+    if (p.cfg->process->terminal) {
+        if (console_socket) {
+            console = unix_connect(console_socket, err);
+            if (console < 0) {
+                err_wrap(err, "--console-socket");
+                goto fail;
+            }
+        } else {
+            int sp[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+                err_make(err, errno, "socketpair");
+                goto fail;
+            }
+            console = sp[0];
+            console_peer = sp[1];
+            own_console = true;
+        }
+    }
+    if (!detach && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+        err_make(err, errno, "become a subreaper");
+        goto fail;
+    }
+    struct ns_spawn_opts so = {
+        .cfg = p.cfg, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = -1,
+        .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
+    };
+    if (ns_spawn(&so, &child, err) < 0)
+        goto fail;
+    if (own_console) {
+        master = terminal_recv_fd(console_peer, err);
+        if (master < 0)
+            goto fail;
+    }
+    if (lifecycle_record(o, &p, child.pid, err) < 0)
+        goto fail;
+    if (!detach) {
+        sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+        if (sfd < 0) {
+            err_make(err, errno, "signalfd");
+            goto fail;
+        }
+        if (master >= 0 && isatty(0)) {
+            copy_winsize(0, master);
+            terminal_make_raw(0, &saved_tty);
+        }
+    }
+    if (ns_release(&child, err) < 0)
+        goto fail;
+    close_and_reset(&child.sync_fd);
+    if (detach) {
+        lifecycle_release(&p);
+        *status = 0;
+        return 0;
+    }
+    /* The state lock is dropped while the container runs, so that `state`,
+     * `kill` and `list` work; it is taken again to delete. */
+    close_and_reset(&p.dirfd);
+    int r = wait_container(child.pid, sfd, master, status, err);
+    terminal_restore(0, saved_tty);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    struct err *e2 = NULL;
+    if (container_delete(rt, o->id, true, &e2) < 0 && r == 0) {
+        *err = e2;
+        e2 = NULL;
+        r = -1;
+    }
+    err_free(&e2);
+    lifecycle_release(&p);
+    return r;
+fail:
+    terminal_restore(0, saved_tty);
+    if (child.pid > 0) {
+        kill(child.pid, SIGKILL);
+        waitpid(child.pid, NULL, 0);
+    }
+    close_and_reset(&child.sync_fd);
+    lifecycle_abort(o, &p);
+    lifecycle_release(&p);
+    if (!detach)
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    return -1;
+}
