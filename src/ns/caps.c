@@ -92,10 +92,11 @@ int caps_apply(const struct oci_caps *caps, struct err **err)
         cap_value_t v;
         if (cap_lookup(caps->ambient[i], &v) < 0)
             continue;
-        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, v, 0, 0) < 0)
-            return err_make(err, errno, "raise ambient capability `%s` (it must be in the "
-                                        "permitted and inheritable sets)",
-                            caps->ambient[i]);
+        /* The kernel allows an ambient capability only if it is permitted and
+         * inheritable; like runc, one that is not is skipped (runc's default
+         * spec lists ambient capabilities with no inheritable set). */
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, v, 0, 0) < 0 && errno != EPERM)
+            return err_make(err, errno, "raise ambient capability `%s`", caps->ambient[i]);
     }
     return 0;
 }

@@ -102,6 +102,27 @@ static int wait_for_start(const struct ns_spawn_opts *o, int sync_fd, struct err
     return sync_expect(sync_fd, SYNC_START, &m, err);
 }
 
+static int cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+/* Close every inherited fd at or above `first` except those in keep: the
+ * runtime's own (a locked state directory!) must not live on in the init. */
+static void close_other_fds(int first, int *keep, size_t n)
+{
+    qsort(keep, n, sizeof(int), cmp_int);
+    unsigned lo = (unsigned)first;
+    for (size_t i = 0; i < n; i++) {
+        if (keep[i] < first)
+            continue;
+        if ((unsigned)keep[i] > lo)
+            syscall(SYS_close_range, lo, (unsigned)keep[i] - 1, 0);
+        lo = (unsigned)keep[i] + 1;
+    }
+    syscall(SYS_close_range, lo, ~0u, 0);
+}
+
 static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds,
                     int clone_flags, char **exe, struct err **err)
 {
@@ -110,6 +131,14 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1)
         _exit(1); /* the parent is already gone */
+    int keep[OCI_NS_COUNT + 3];
+    size_t nkeep = 0;
+    keep[nkeep++] = sync_fd;
+    keep[nkeep++] = o->fifo_fd;
+    keep[nkeep++] = o->console_fd;
+    for (int i = 0; i < OCI_NS_COUNT; i++)
+        keep[nkeep++] = ns_fds[i];
+    close_other_fds(3 + o->preserve_fds, keep, nkeep);
     bool in_userns = oci_config_ns(cfg, OCI_NS_USER) != NULL;
 
     if (clone_flags & CLONE_NEWUSER) {

@@ -1,0 +1,61 @@
+# Thin wrapper over Meson/Ninja. `make demo` and `make test` work on a fresh
+# Debian 12 machine as root: they install what is missing first.
+BUILD ?= build
+PYTHON ?= /usr/bin/python3
+COCOON = $(abspath $(BUILD))/src/cocoon
+MESON_OPTS ?=
+
+.PHONY: all deps build demo test test-unit test-integration test-fuzz asan bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh all
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+demo: deps build
+	@examples/busybox/make-bundle.sh examples/busybox $(COCOON)
+	@echo "+ cocoon run --bundle examples/busybox demo"
+	@$(COCOON) --root /run/cocoon run --bundle examples/busybox demo-$$$$
+
+test: deps build
+	meson test -C $(BUILD) --print-errorlogs
+	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration
+	$(MAKE) test-fuzz
+
+test-unit: build
+	meson test -C $(BUILD) --print-errorlogs
+
+test-integration: build
+	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration
+
+# Short libFuzzer runs of every harness (longer: FUZZ_SECONDS=600 make test-fuzz).
+FUZZ_SECONDS ?= 20
+test-fuzz:
+	@CC=clang meson setup build-fuzz -Dfuzz=true -Dstatic=false -Db_sanitize=address,undefined -Db_lundef=false >/dev/null 2>&1 || true
+	ninja -C build-fuzz
+	@for f in build-fuzz/tests/fuzz/fuzz_*; do \
+	  [ -x "$$f" ] || continue; \
+	  name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; \
+	  echo "+ $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $$corpus >/dev/null 2>build-fuzz/$$name.log \
+	    || { tail -40 build-fuzz/$$name.log; exit 1; }; \
+	done
+
+# The same tests against an AddressSanitizer + UBSan build.
+asan:
+	meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dstatic=false >/dev/null 2>&1 || true
+	ninja -C build-asan
+	meson test -C build-asan --print-errorlogs
+	COCOON=$(abspath build-asan)/src/cocoon $(PYTHON) -m pytest -q tests/integration
+
+bench: deps build
+	$(PYTHON) bench/run.py --cocoon $(COCOON)
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz

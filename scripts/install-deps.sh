@@ -1,0 +1,28 @@
+#!/bin/sh
+# Install the Debian packages cocoon needs to build, test and benchmark, if
+# they are missing. Idempotent; run as root on Debian 12.
+#   build:     meson ninja-build pkg-config gcc libjson-c-dev libcap-dev libseccomp-dev
+#   tests:     libcmocka-dev python3-pytest busybox-static clang (libFuzzer) iproute2
+#   bench:     runc crun hyperfine python3-matplotlib
+set -eu
+group=${1:-all}
+pkgs="meson ninja-build pkg-config gcc libjson-c-dev libcap-dev libseccomp-dev busybox-static"
+case "$group" in
+  build) ;;
+  test) pkgs="$pkgs libcmocka-dev python3-pytest clang iproute2 util-linux file" ;;
+  all|bench) pkgs="$pkgs libcmocka-dev python3-pytest clang iproute2 util-linux file runc crun hyperfine python3-matplotlib" ;;
+  *) echo "usage: $0 [build|test|bench|all]" >&2; exit 2 ;;
+esac
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages:$missing (run as root)" >&2
+    exit 1
+fi
+echo "install-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
