@@ -19,9 +19,7 @@ build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 demo: deps build
-	@examples/busybox/make-bundle.sh examples/busybox $(COCOON)
-	@echo "+ cocoon run --bundle examples/busybox demo"
-	@$(COCOON) --root /run/cocoon run --bundle examples/busybox demo-$$$$
+	@examples/demo.sh $(COCOON)
 
 test: deps build
 	meson test -C $(BUILD) --print-errorlogs
