@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cgroup/cgroup.h"
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/util.h"
@@ -131,25 +132,35 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1)
         _exit(1); /* the parent is already gone */
-    int keep[OCI_NS_COUNT + 3];
+    int keep[OCI_NS_COUNT + 3 + CGROUP_MAX_HIER];
     size_t nkeep = 0;
     keep[nkeep++] = sync_fd;
     keep[nkeep++] = o->fifo_fd;
     keep[nkeep++] = o->console_fd;
     for (int i = 0; i < OCI_NS_COUNT; i++)
         keep[nkeep++] = ns_fds[i];
+    for (size_t i = 0; o->cg && i < o->cg->n; i++)
+        keep[nkeep++] = o->cg->dirfds[i];
     close_other_fds(3 + o->preserve_fds, keep, nkeep);
     bool in_userns = oci_config_ns(cfg, OCI_NS_USER) != NULL;
 
     if (clone_flags & CLONE_NEWUSER) {
-        struct sync_msg m;
+        struct sync_msg m; /* the parent has moved us into the cgroup too */
         if (sync_expect(sync_fd, SYNC_MAPPED, &m, err) < 0)
             return -1;
+    } else if (o->cg && cgroup_enter(o->cg, 0, err) < 0) {
+        return -1;
     }
     if (join_namespaces(cfg, ns_fds, err) < 0)
         return -1;
-    if (ns_fds[OCI_NS_USER] >= 0 && unshare_late(cfg, sync_fd, err) < 0)
-        return -1;
+    if (ns_fds[OCI_NS_USER] >= 0) {
+        if (unshare_late(cfg, sync_fd, err) < 0)
+            return -1;
+    } else if (o->cg) {
+        const struct oci_namespace *cgns = oci_config_ns(cfg, OCI_NS_CGROUP);
+        if (cgns && cgns->path == NULL && unshare(CLONE_NEWCGROUP) < 0)
+            return err_make(err, errno, "create cgroup namespace");
+    }
     if (in_userns && become_root_in_userns(err) < 0)
         return -1;
     if (proc->has_oom_score_adj && set_oom_score_adj(proc->oom_score_adj, err) < 0)

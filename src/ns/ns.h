@@ -8,6 +8,7 @@
 #include "oci/config.h"
 
 struct err;
+struct cgroup;
 
 struct ns_spawn_opts {
     const struct oci_config *cfg;
@@ -16,7 +17,7 @@ struct ns_spawn_opts {
     int fifo_fd;          /* create: exec FIFO (O_PATH) the init waits on; -1 in run mode */
     int console_fd;       /* connected --console-socket, or -1 */
     int preserve_fds;     /* fds 3 .. 3+n-1 pass into the container */
-    const char *cgroup;   /* cgroup to join before setup (relative path), or NULL */
+    const struct cgroup *cg; /* cgroup the init joins before anything else, or NULL */
     bool no_pivot;        /* MS_MOVE + chroot instead of pivot_root */
 };
 

@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cgroup/cgroup.h"
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/util.h"
@@ -106,7 +107,7 @@ static int set_propagation_at(int rootfd, const char *dest, unsigned long prop,
 /* A "cgroup" mount: cgroup2 on a unified host; on v1/hybrid hosts a tmpfs
  * with the container's own cgroup of each hierarchy bound into it. */
 static int mount_cgroup(const struct oci_mount *m, int rootfd, int target, bool new_cgroupns,
-                        struct err **err)
+                        const struct cgroup *cg, struct err **err)
 {
     char tp[FD_PATH_LEN];
     fd_path(tp, target);
@@ -165,9 +166,14 @@ static int mount_cgroup(const struct oci_mount *m, int rootfd, int target, bool 
             }
             line = nl ? nl + 1 : NULL;
         }
+        if (cg && cg->path) {
+            /* /proc/self/cgroup is already namespaced: use the host path. */
+            sub = cg->path;
+            sublen = strlen(sub);
+        }
         if (sub == NULL)
             continue;
-        cleanup_free char *src = xasprintf("%s%.*s", hpath, (int)sublen, sub);
+        cleanup_free char *src = xasprintf("%s/%.*s", hpath, (int)sublen, sub);
         if (mkdirat(dir, de->d_name, 0755) < 0 && errno != EEXIST)
             return err_make(err, errno, "create `%s/%s`", m->destination, de->d_name);
         cleanup_close int t = openat(dir, de->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -209,7 +215,7 @@ static int mount_one(const struct ns_spawn_opts *o, int rootfd, const struct oci
                           m->recursive, err);
     if (strcmp(type, "cgroup") == 0) {
         const struct oci_namespace *cg = oci_config_ns(o->cfg, OCI_NS_CGROUP);
-        return mount_cgroup(m, rootfd, target, cg && !cg->path, err);
+        return mount_cgroup(m, rootfd, target, cg && !cg->path, o->cg, err);
     }
     char tp[FD_PATH_LEN];
     fd_path(tp, target);

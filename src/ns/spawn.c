@@ -20,6 +20,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "cgroup/cgroup.h"
 #include "ns/caps.h"
 #include "ns/sync.h"
 
@@ -146,6 +147,10 @@ int ns_spawn(const struct ns_spawn_opts *o, struct ns_child *out, struct err **e
     /* Without a joined user namespace every new namespace comes from clone3
      * directly. With one, the init joins it first and unshares the rest. */
     uint64_t clone_flags = user_join ? 0 : (new_flags & ~(uint64_t)CLONE_NEWTIME);
+    /* A new cgroup namespace must be rooted at the container's cgroup: the
+     * init unshares it after joining. */
+    if (o->cg)
+        clone_flags &= ~(uint64_t)CLONE_NEWCGROUP;
 
     cleanup_close int own_pidns = -1, own_timens = -1;
     if (ns_fds[OCI_NS_PID] >= 0) {
@@ -193,6 +198,12 @@ int ns_spawn(const struct ns_spawn_opts *o, struct ns_child *out, struct err **e
         return err_make(err, clone_errno, "clone3 the container init");
 
     struct sync_msg m;
+    /* In a new user namespace the init cannot write to the host's cgroup
+     * files: move it from here before it goes on. */
+    if ((clone_flags & CLONE_NEWUSER) && o->cg && cgroup_enter(o->cg, pid, err) < 0) {
+        kill_and_reap(pid);
+        return -1;
+    }
     if ((clone_flags & CLONE_NEWUSER) &&
         (write_id_map(pid, "uid_map", cfg->linux_.uid_mappings, cfg->linux_.n_uid_mappings,
                       err) < 0 ||

@@ -27,6 +27,8 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
 {
     memset(p, 0, sizeof(*p));
     p->rootfd = p->dirfd = -1;
+    for (int i = 0; i < CGROUP_MAX_HIER; i++)
+        p->cg.dirfds[i] = -1;
     if (state_check_id(o->id, err) < 0)
         return -1;
     const char *bundle = o->bundle ? o->bundle : ".";
@@ -57,11 +59,20 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
     p->dirfd = state_dir_create(p->rootfd, o->id, err);
     if (p->dirfd < 0)
         return -1;
+    cleanup_free char *cgpath = cgroup_path_for(p->cfg->linux_.cgroups_path, o->id);
+    if (cgroup_create(p->cfg, cgpath, &p->cg, err) < 0)
+        return -1;
     return 0;
 }
 
 void lifecycle_abort(const struct create_opts *o, struct prepared *p)
 {
+    if (p->cg.path) {
+        struct err *e = NULL;
+        cgroup_kill_all(p->cg.path, SIGKILL);
+        cgroup_destroy(p->cg.path, &e);
+        err_free(&e);
+    }
     if (p->dirfd >= 0) {
         struct err *e = NULL;
         state_dir_remove(p->rootfd, o->id, &e);
@@ -76,8 +87,11 @@ void lifecycle_release(struct prepared *p)
     free(p->rootfs);
     close_and_reset(&p->dirfd);
     close_and_reset(&p->rootfd);
+    cgroup_close(&p->cg);
     memset(p, 0, sizeof(*p));
     p->rootfd = p->dirfd = -1;
+    for (int i = 0; i < CGROUP_MAX_HIER; i++)
+        p->cg.dirfds[i] = -1;
 }
 
 int lifecycle_write_pid_file(const char *path, pid_t pid, struct err **err)
@@ -110,6 +124,7 @@ int lifecycle_record(const struct create_opts *o, struct prepared *p, pid_t pid,
     };
     const struct oci_namespace *pidns = oci_config_ns(p->cfg, OCI_NS_PID);
     st.own_pidns = pidns && pidns->path == NULL;
+    st.cgroup = p->cg.path;
     cleanup_free char *created = state_now_rfc3339();
     st.created = created;
     if (proc_stat(pid, NULL, &st.start_time) < 0)
@@ -125,6 +140,11 @@ int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
                       struct err **err)
 {
     (void)dirfd;
+    if (st->cgroup) {
+        cgroup_kill_all(st->cgroup, SIGKILL);
+        if (cgroup_destroy(st->cgroup, err) < 0)
+            return err_wrap(err, "delete container `%s`", st->id);
+    }
     return state_dir_remove(rootfd, st->id, err);
 }
 
@@ -155,6 +175,7 @@ int container_create(const struct runtime *rt, const struct create_opts *o, stru
     struct ns_spawn_opts so = {
         .cfg = p.cfg, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = fifo,
         .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
+        .cg = &p.cg,
     };
     if (ns_spawn(&so, &child, err) < 0)
         goto fail;
@@ -260,8 +281,12 @@ static int signal_container(const struct container_state *st, int sig, bool all,
     cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
     if (pidfd < 0)
         return err_make(err, 0, "container `%s` is not running", st->id);
-    if (all && st->own_pidns && sig != SIGKILL)
-        kill_pidns(st, sig);
+    if (all) {
+        if (st->cgroup)
+            cgroup_kill_all(st->cgroup, sig);
+        else if (st->own_pidns && sig != SIGKILL)
+            kill_pidns(st, sig);
+    }
     if (proc_pidfd_signal(pidfd, sig) < 0 && errno != ESRCH)
         return err_make(err, errno, "send signal %d to container `%s`", sig, st->id);
     return 0;
@@ -315,12 +340,11 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
          * allowed (runc and crun do the same). */
         cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
         if (pidfd >= 0) {
-            if (st->own_pidns)
-                proc_pidfd_signal(pidfd, SIGKILL);
-            else {
+            if (st->cgroup)
+                cgroup_kill_all(st->cgroup, SIGKILL);
+            else if (!st->own_pidns)
                 kill_pidns(st, SIGKILL);
-                proc_pidfd_signal(pidfd, SIGKILL);
-            }
+            proc_pidfd_signal(pidfd, SIGKILL);
             if (!wait_exit(pidfd, 10000))
                 return err_make(err, ETIMEDOUT, "container `%s` did not exit after SIGKILL", id);
         }

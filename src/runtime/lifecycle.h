@@ -1,5 +1,6 @@
 /* Internals shared by the lifecycle commands (not for the CLI). */
 #pragma once
+#include "cgroup/cgroup.h"
 #include "oci/config.h"
 #include "oci/state.h"
 #include "runtime/container.h"
@@ -11,6 +12,7 @@ struct prepared {
     char *rootfs;
     int rootfd;  /* runtime root */
     int dirfd;   /* locked state directory */
+    struct cgroup cg; /* cg.path set once the cgroup exists */
 };
 
 /* Load and check the bundle, create the locked state directory. */

@@ -134,6 +134,7 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
     struct ns_spawn_opts so = {
         .cfg = p.cfg, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = -1,
         .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
+        .cg = &p.cg,
     };
     if (ns_spawn(&so, &child, err) < 0)
         goto fail;

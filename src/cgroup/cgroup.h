@@ -1,0 +1,52 @@
+/* Container cgroups on cgroup v1, hybrid (v1 controllers + a cgroup2 mount)
+ * and pure v2 hosts, detected at run time. The runtime creates the cgroup
+ * at `create`, the container init joins it before anything else runs, and
+ * `delete` removes it. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct err;
+struct oci_config;
+
+enum cgroup_mode { CGROUP_V1, CGROUP_HYBRID, CGROUP_V2 };
+
+#define CGROUP_MAX_HIER 16
+
+/* A container's cgroup: one directory per mounted hierarchy. */
+struct cgroup {
+    enum cgroup_mode mode;
+    char *path;                     /* relative to each hierarchy root, no leading / */
+    size_t n;                       /* number of hierarchies */
+    char *names[CGROUP_MAX_HIER];   /* "memory", "cpu,cpuacct", "unified", ... */
+    int dirfds[CGROUP_MAX_HIER];    /* O_DIRECTORY fds of the container's dirs, or -1 */
+};
+
+/* Detect the host's cgroup layout. */
+int cgroup_detect(enum cgroup_mode *mode, struct err **err);
+
+/* The cgroup path (relative, no leading /) for a container: cgroupsPath as
+ * given (systemd "slice:prefix:name" becomes slice/prefix-name.scope), or
+ * "cocoon/<id>" by default. */
+char *cgroup_path_for(const char *cgroups_path, const char *id);
+
+/* Create the container's cgroup in every hierarchy and apply
+ * linux.resources. On failure nothing is left behind. */
+int cgroup_create(const struct oci_config *cfg, const char *path, struct cgroup *cg,
+                  struct err **err);
+
+/* Move process pid (0: the caller) into every hierarchy of cg. */
+int cgroup_enter(const struct cgroup *cg, pid_t pid, struct err **err);
+
+/* Close the fds of cg and free it (the directories stay). */
+void cgroup_close(struct cgroup *cg);
+
+/* Remove the container's cgroup directories (after its processes are gone). */
+int cgroup_destroy(const char *path, struct err **err);
+
+/* Send sig to every process in the container's cgroup; returns how many. */
+int cgroup_kill_all(const char *path, int sig);
+
+/* Write linux.resources into an existing cgroup (create and update). */
+int cgroup_apply_resources(const struct oci_config *cfg, struct cgroup *cg, struct err **err);
