@@ -268,12 +268,29 @@ fail:
     return -1;
 }
 
-int cgroup_enter(const struct cgroup *cg, pid_t pid, struct err **err)
+static bool is_v2_hier(const struct cgroup *cg, size_t i)
+{
+    return cg->mode == CGROUP_V2 || strcmp(cg->names[i], "unified") == 0;
+}
+
+int cgroup_v2_fd(const struct cgroup *cg)
+{
+    for (size_t i = 0; i < cg->n; i++)
+        if (is_v2_hier(cg, i))
+            return cg->dirfds[i];
+    return -1;
+}
+
+int cgroup_enter(const struct cgroup *cg, pid_t pid, bool skip_v2, struct err **err)
 {
     char buf[24];
     int len = snprintf(buf, sizeof(buf), "%d", (int)pid);
     for (size_t i = 0; i < cg->n; i++) {
-        cleanup_close int fd = openat(cg->dirfds[i], "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        bool v2 = is_v2_hier(cg, i);
+        if (v2 && skip_v2)
+            continue;
+        const char *file = pid == 0 && !v2 ? "tasks" : "cgroup.procs";
+        cleanup_close int fd = openat(cg->dirfds[i], file, O_WRONLY | O_CLOEXEC);
         if (fd < 0 || write(fd, buf, (size_t)len) != len)
             return err_make(err, errno, "join cgroup `%s` of %s", cg->path,
                             cg->names[i][0] ? cg->names[i] : "cgroup2");

@@ -36,8 +36,15 @@ char *cgroup_path_for(const char *cgroups_path, const char *id);
 int cgroup_create(const struct oci_config *cfg, const char *path, struct cgroup *cg,
                   struct err **err);
 
-/* Move process pid (0: the caller) into every hierarchy of cg. */
-int cgroup_enter(const struct cgroup *cg, pid_t pid, struct err **err);
+/* The fd of the container's directory in the v2 hierarchy (pure v2, or the
+ * unified mount of a hybrid host), for clone3(CLONE_INTO_CGROUP); -1 if none. */
+int cgroup_v2_fd(const struct cgroup *cg);
+
+/* Move process pid (0: the caller) into every v1 hierarchy of cg, and into
+ * the v2 one too unless skip_v2 (the process was cloned into it). A caller
+ * moving itself writes "0" to v1 `tasks`: a single-thread move that skips
+ * the kernel's global threadgroup lock and its RCU grace period. */
+int cgroup_enter(const struct cgroup *cg, pid_t pid, bool skip_v2, struct err **err);
 
 /* Close the fds of cg and free it (the directories stay). */
 void cgroup_close(struct cgroup *cg);

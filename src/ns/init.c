@@ -125,7 +125,7 @@ static void close_other_fds(int first, int *keep, size_t n)
 }
 
 static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds,
-                    int clone_flags, char **exe, struct err **err)
+                    int clone_flags, bool in_v2_cgroup, char **exe, struct err **err)
 {
     const struct oci_config *cfg = o->cfg;
     const struct oci_process *proc = cfg->process;
@@ -148,7 +148,7 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
         struct sync_msg m; /* the parent has moved us into the cgroup too */
         if (sync_expect(sync_fd, SYNC_MAPPED, &m, err) < 0)
             return -1;
-    } else if (o->cg && cgroup_enter(o->cg, 0, err) < 0) {
+    } else if (o->cg && cgroup_enter(o->cg, 0, in_v2_cgroup, err) < 0) {
         return -1;
     }
     if (join_namespaces(cfg, ns_fds, err) < 0)
@@ -197,11 +197,12 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
     return 0;
 }
 
-void ns_init_main(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds, int clone_flags)
+void ns_init_main(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds, int clone_flags,
+                  bool in_v2_cgroup)
 {
     struct err *err = NULL;
     char *exe = NULL;
-    if (init_run(o, sync_fd, ns_fds, clone_flags, &exe, &err) < 0) {
+    if (init_run(o, sync_fd, ns_fds, clone_flags, in_v2_cgroup, &exe, &err) < 0) {
         sync_send_error(sync_fd, err);
         _exit(1);
     }

@@ -38,7 +38,8 @@ int ns_release(struct ns_child *c, struct err **err);
 
 /* Container-init side: the whole setup after clone; never returns. */
 __attribute__((noreturn)) void ns_init_main(const struct ns_spawn_opts *o, int sync_fd,
-                                            const int *ns_fds, int clone_flags);
+                                            const int *ns_fds, int clone_flags,
+                                            bool in_v2_cgroup);
 
 /* Mount setup inside the new mount namespace, ending with pivot_root. */
 int ns_rootfs_setup(const struct ns_spawn_opts *o, bool in_userns, struct err **err);

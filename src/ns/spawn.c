@@ -116,9 +116,13 @@ static int write_time_offsets(const struct oci_linux *l, struct err **err)
     return 0;
 }
 
-static pid_t do_clone3(uint64_t flags)
+static pid_t do_clone3(uint64_t flags, int cgroup_fd)
 {
     struct clone_args args = {.flags = flags, .exit_signal = SIGCHLD};
+    if (cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cgroup_fd;
+    }
     return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
 }
 
@@ -180,10 +184,16 @@ int ns_spawn(const struct ns_spawn_opts *o, struct ns_child *out, struct err **e
         return err_make(err, errno, "socketpair");
     }
     fflush(NULL);
-    pid_t pid = do_clone3(clone_flags);
+    /* Born in its v2 cgroup: no migration (and no global lock) needed. */
+    int v2fd = o->cg ? cgroup_v2_fd(o->cg) : -1;
+    pid_t pid = do_clone3(clone_flags, v2fd);
+    if (pid < 0 && v2fd >= 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+        v2fd = -1; /* an older kernel: join by writing cgroup.procs instead */
+        pid = do_clone3(clone_flags, -1);
+    }
     if (pid == 0) {
         close(sp[0]);
-        ns_init_main(o, sp[1], ns_fds, (int)clone_flags);
+        ns_init_main(o, sp[1], ns_fds, (int)clone_flags, v2fd >= 0);
     }
     int clone_errno = errno;
     close(sp[1]);
@@ -200,7 +210,7 @@ int ns_spawn(const struct ns_spawn_opts *o, struct ns_child *out, struct err **e
     struct sync_msg m;
     /* In a new user namespace the init cannot write to the host's cgroup
      * files: move it from here before it goes on. */
-    if ((clone_flags & CLONE_NEWUSER) && o->cg && cgroup_enter(o->cg, pid, err) < 0) {
+    if ((clone_flags & CLONE_NEWUSER) && o->cg && cgroup_enter(o->cg, pid, v2fd >= 0, err) < 0) {
         kill_and_reap(pid);
         return -1;
     }
