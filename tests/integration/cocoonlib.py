@@ -1,0 +1,294 @@
+"""Helpers shared by the cocoon integration tests.
+
+Every test gets its own state root (``--root``) and bundle under pytest's
+tmp_path, and a unique token that is put into the environment of both the
+cocoon processes it starts and the container processes (process.env), so that
+leftover processes can be found by scanning /proc/*/environ.
+"""
+import copy
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+COCOON = os.environ.get("COCOON", "/work/main/build/src/cocoon")
+TIMEOUT = 20  # seconds; only to avoid hangs, never asserted on
+TOKEN_VAR = "COCOON_TEST_TOKEN"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)")
+
+
+def wait_for(pred, what, timeout=TIMEOUT, interval=0.02):
+    """Poll pred() until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_file(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return default
+
+
+# ---------------------------------------------------------------- processes
+
+def _proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(")") + 2]
+
+
+def token_pids(token, include_zombies=False):
+    """Live processes whose environment carries this test's token."""
+    needle = f"{TOKEN_VAR}={token}".encode()
+    found = []
+    me = os.getpid()
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle not in env.split(b"\0"):
+            continue
+        st = _proc_state(d)
+        if st is None or (st in "ZX" and not include_zombies):
+            continue
+        found.append(int(d))
+    return sorted(found)
+
+
+def pid_alive(pid):
+    st = _proc_state(pid)
+    return st is not None and st not in "ZX"
+
+
+def proc_status_field(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+# ---------------------------------------------------------------- mounts
+
+def _unescape(s):
+    return (s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+            .replace("\\134", "\\"))
+
+
+def mount_snapshot(*prefixes):
+    """(mountpoint, fstype) of host mounts at or under any of prefixes."""
+    res = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = _unescape(fields[4])
+            fstype = fields[fields.index("-") + 1]
+            for p in prefixes:
+                p = str(p).rstrip("/") or "/"
+                if mp == p or mp.startswith(p + "/"):
+                    res.append((mp, fstype))
+                    break
+    return sorted(res)
+
+
+# ---------------------------------------------------------------- cocoon
+
+class Result:
+    def __init__(self, args, rc, out, err):
+        self.args, self.rc, self.out, self.err = args, rc, out, err
+
+    @property
+    def err_lines(self):
+        return [l for l in self.err.splitlines() if l.strip()]
+
+    def __repr__(self):
+        return (f"Result(args={self.args!r}, rc={self.rc}, stdout={self.out!r}, "
+                f"stderr={self.err!r})")
+
+
+class Cocoon:
+    """Runs the cocoon binary with a private --root and the test token."""
+
+    def __init__(self, root, token):
+        self.root = str(root)
+        self.token = token
+        self.env = dict(os.environ)
+        self.env[TOKEN_VAR] = token
+
+    def argv(self, args, glob=(), with_root=True):
+        pre = ["--root", self.root] if with_root else []
+        return [COCOON, *pre, *glob, *[str(a) for a in args]]
+
+    def __call__(self, *args, glob=(), with_root=True, timeout=TIMEOUT, stdin=None,
+                 stdout=None, stderr=None, env=None):
+        """Run cocoon; stdout/stderr go to temp files (not pipes: a created
+        container inherits them and would keep a pipe open)."""
+        argv = self.argv(args, glob, with_root)
+        with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
+            p = subprocess.run(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                               stdout=stdout or o, stderr=stderr or e, timeout=timeout,
+                               env=env or self.env)
+            o.seek(0)
+            e.seek(0)
+            return Result(argv, p.returncode, o.read().decode(errors="replace"),
+                          e.read().decode(errors="replace"))
+
+    def popen(self, *args, glob=(), **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("env", self.env)
+        return subprocess.Popen(self.argv(args, glob), **kw)
+
+    def ok(self, *args, **kw):
+        r = self(*args, **kw)
+        assert r.rc == 0, r
+        return r
+
+    def fail(self, *args, expect=(), **kw):
+        """Expect a clean failure: exit 1, exactly one `cocoon: ...` line on
+        stderr that mentions every string in expect."""
+        r = self(*args, **kw)
+        assert_one_error(r, expect)
+        return r
+
+    # --- lifecycle shortcuts
+    def create(self, cid, bundle, *extra, **kw):
+        bundle.save()
+        return self("create", "--bundle", bundle.path, *extra, cid, **kw)
+
+    def run(self, cid, bundle, *extra, **kw):
+        bundle.save()
+        return self("run", "--bundle", bundle.path, *extra, cid, **kw)
+
+    def state(self, cid):
+        r = self.ok("state", cid)
+        return json.loads(r.out)
+
+    def status(self, cid):
+        return self.state(cid)["status"]
+
+    def wait_status(self, cid, status):
+        return wait_for(lambda: self.status(cid) == status, f"{cid} to be {status}")
+
+    def state_dirs(self):
+        try:
+            return sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+
+    def cleanup(self):
+        for cid in self.state_dirs():
+            try:
+                self("delete", "--force", cid)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in token_pids(self.token):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+def assert_one_error(r, expect=()):
+    if isinstance(expect, str):
+        expect = (expect,)
+    assert r.rc == 1, r
+    lines = r.err_lines
+    assert len(lines) == 1, f"expected exactly one error line, got {len(lines)}: {r}"
+    assert lines[0].startswith("cocoon: "), r
+    for s in expect:
+        assert s in lines[0], f"error line does not mention {s!r}: {lines[0]!r}"
+
+
+# ---------------------------------------------------------------- bundles
+
+class Bundle:
+    """A bundle dir with a config.json (self.config, written by save())."""
+
+    def __init__(self, path, config, rootfs):
+        self.path = str(path)
+        self.config = config
+        self.rootfs = str(rootfs)  # the real rootfs directory (a copy or the shared one)
+
+    @property
+    def process(self):
+        return self.config["process"]
+
+    @property
+    def linux(self):
+        return self.config["linux"]
+
+    def args(self, *args):
+        self.process["args"] = list(args)
+        return self
+
+    def sh(self, script):
+        return self.args("sh", "-c", script)
+
+    def add_mount(self, destination, type_, source, options=None):
+        m = {"destination": destination, "type": type_, "source": str(source)}
+        if options is not None:
+            m["options"] = list(options)
+        self.config.setdefault("mounts", []).append(m)
+        return m
+
+    def bind(self, source, destination, options=("rbind",)):
+        return self.add_mount(destination, "bind", source, list(options))
+
+    def namespaces(self):
+        return [n["type"] for n in self.linux.get("namespaces", [])]
+
+    def drop_namespace(self, t):
+        self.linux["namespaces"] = [n for n in self.linux["namespaces"] if n["type"] != t]
+
+    def set_namespace(self, t, path=None):
+        self.drop_namespace(t)
+        n = {"type": t}
+        if path:
+            n["path"] = path
+        self.linux["namespaces"].append(n)
+
+    def save(self):
+        with open(os.path.join(self.path, "config.json"), "w") as f:
+            json.dump(self.config, f, indent=2)
+
+
+def new_bundle(path, template, base_rootfs, token, copy_rootfs=False):
+    os.makedirs(path, exist_ok=True)
+    rootfs = os.path.join(path, "rootfs")
+    if copy_rootfs:
+        subprocess.run(["cp", "-a", base_rootfs, rootfs], check=True, timeout=TIMEOUT)
+        real = rootfs
+    else:
+        os.symlink(base_rootfs, rootfs)
+        real = base_rootfs
+    cfg = copy.deepcopy(template)
+    cfg["process"]["terminal"] = False
+    cfg["process"]["env"] = [e for e in cfg["process"].get("env", [])] + [f"{TOKEN_VAR}={token}"]
+    cfg["process"]["args"] = ["true"]
+    b = Bundle(path, cfg, real)
+    b.save()
+    return b
+
+
+def rmtree(path):
+    shutil.rmtree(path, ignore_errors=True)
