@@ -268,6 +268,29 @@ fail:
     return -1;
 }
 
+int cgroup_open(const char *path, struct cgroup *cg, struct err **err)
+{
+    memset(cg, 0, sizeof(*cg));
+    for (int i = 0; i < CGROUP_MAX_HIER; i++)
+        cg->dirfds[i] = -1;
+    if (check_path(path, err) < 0 || cgroup_detect(&cg->mode, err) < 0 ||
+        list_hierarchies(cg->mode, cg->names, &cg->n, err) < 0) {
+        cgroup_close(cg);
+        return -1;
+    }
+    cg->path = xstrdup(path);
+    for (size_t i = 0; i < cg->n; i++) {
+        cleanup_free char *dir = hier_dir(cg->names[i], path);
+        cg->dirfds[i] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cg->dirfds[i] < 0) {
+            err_make(err, errno, "open cgroup `%s`", dir);
+            cgroup_close(cg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static bool is_v2_hier(const struct cgroup *cg, size_t i)
 {
     return cg->mode == CGROUP_V2 || strcmp(cg->names[i], "unified") == 0;

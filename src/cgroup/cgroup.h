@@ -36,6 +36,9 @@ char *cgroup_path_for(const char *cgroups_path, const char *id);
 int cgroup_create(const struct oci_config *cfg, const char *path, struct cgroup *cg,
                   struct err **err);
 
+/* Open the directories of an existing container cgroup (for exec). */
+int cgroup_open(const char *path, struct cgroup *cg, struct err **err);
+
 /* The fd of the container's directory in the v2 hierarchy (pure v2, or the
  * unified mount of a hybrid host), for clone3(CLONE_INTO_CGROUP); -1 if none. */
 int cgroup_v2_fd(const struct cgroup *cg);

@@ -17,6 +17,7 @@ int cmd_delete(const struct runtime *rt, int argc, char **argv, struct err **err
 int cmd_run(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_list(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_spec(const struct runtime *rt, int argc, char **argv, struct err **err);
+int cmd_exec(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_features(const struct runtime *rt, int argc, char **argv, struct err **err);
 
 /* Parse the options shared by create and run; `run` adds --detach.

@@ -21,6 +21,7 @@ static const struct {
     {"kill", cmd_kill, "send a signal to a container's process(es)"},
     {"delete", cmd_delete, "delete a stopped container (--force: any)"},
     {"run", cmd_run, "create and start a container, and wait for it"},
+    {"exec", cmd_exec, "run another process in a running container"},
     {"list", cmd_list, "list containers"},
     {"spec", cmd_spec, "write a default config.json"},
     {"features", cmd_features, "print the features this runtime supports as JSON"},

@@ -175,14 +175,14 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
     if (ns_rootfs_setup(o, in_userns, err) < 0)
         return -1;
     if (proc->terminal) {
-        if (ns_terminal_setup(cfg, o->console_fd, err) < 0)
+        if (ns_terminal_setup(proc, o->console_fd, err) < 0)
             return -1;
     } else if (setsid() < 0 && errno != EPERM) {
         return err_make(err, errno, "setsid");
     }
     if (ns_rootfs_finish(o, err) < 0)
         return -1;
-    if (ns_process_setup(cfg, err) < 0)
+    if (ns_process_setup(proc, err) < 0)
         return -1;
     if (ns_find_executable(proc->args[0], proc->env, exe, err) < 0)
         return -1;
@@ -207,20 +207,7 @@ void ns_init_main(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds,
         _exit(1);
     }
     const struct oci_process *proc = o->cfg->process;
-    /* Only stdio and the preserved fds reach the program. */
-    unsigned first = 3u + (unsigned)o->preserve_fds;
-    if (syscall(SYS_close_range, first, ~0u, CLOSE_RANGE_CLOEXEC) < 0) {
-        for (int fd = (int)first; fd < 1024; fd++)
-            fcntl(fd, F_SETFD, FD_CLOEXEC);
-    }
-    /* `cocoon run` blocks the signals it forwards; the program starts clean. */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            signal(sig, SIG_DFL);
-    execve(exe, proc->args, proc->env);
+    ns_exec(exe, proc, o->preserve_fds);
     /* The runtime has already returned; the container's stderr is all we have. */
     dprintf(2, "cocoon: exec `%s`: %s\n", proc->args[0], strerror(errno));
     _exit(127);

@@ -53,10 +53,14 @@ int ns_devices_setup(const struct oci_config *cfg, int rootfd, bool bind_from_ho
 
 /* Create a pty inside the container, send its master over console_fd, and
  * make the slave the controlling terminal and stdio. */
-int ns_terminal_setup(const struct oci_config *cfg, int console_fd, struct err **err);
+int ns_terminal_setup(const struct oci_process *proc, int console_fd, struct err **err);
 
 /* Find the program of args[0] in the container's PATH; returns a new path. */
 int ns_find_executable(const char *arg0, char *const *env, char **out, struct err **err);
 
 /* Apply process credentials and attributes (rlimits, user, umask, cwd...). */
-int ns_process_setup(const struct oci_config *cfg, struct err **err);
+int ns_process_setup(const struct oci_process *p, struct err **err);
+
+/* Exec the prepared program: reset the signal mask and dispositions, keep
+ * only stdio and preserve_fds descriptors. Returns only on failure. */
+void ns_exec(const char *exe, const struct oci_process *p, int preserve_fds);

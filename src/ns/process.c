@@ -9,7 +9,10 @@
 #include <string.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <linux/close_range.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,9 +63,8 @@ static int ensure_dir(const char *path, struct err **err)
     return 0;
 }
 
-int ns_process_setup(const struct oci_config *cfg, struct err **err)
+int ns_process_setup(const struct oci_process *p, struct err **err)
 {
-    const struct oci_process *p = cfg->process;
     if (set_rlimits(p, err) < 0)
         return -1;
     if (ensure_dir(p->cwd, err) < 0)
@@ -135,4 +137,21 @@ int ns_find_executable(const char *arg0, char *const *env, char **out, struct er
         return err_make(err, EACCES, "process.args[0] `%s`", arg0);
     return err_make(err, 0, "process.args[0]: executable `%s` not found in $PATH (%s)", arg0,
                     path);
+}
+
+void ns_exec(const char *exe, const struct oci_process *p, int preserve_fds)
+{
+    unsigned first = 3u + (unsigned)preserve_fds;
+    if (syscall(SYS_close_range, first, ~0u, CLOSE_RANGE_CLOEXEC) < 0) {
+        for (int fd = (int)first; fd < 1024; fd++)
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    /* `cocoon run` blocks the signals it forwards; the program starts clean. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    execve(exe, p->args, p->env);
 }

@@ -17,7 +17,7 @@
 #include "common/terminal.h"
 #include "ns/ns.h"
 
-int ns_terminal_setup(const struct oci_config *cfg, int console_fd, struct err **err)
+int ns_terminal_setup(const struct oci_process *proc, int console_fd, struct err **err)
 {
     if (console_fd < 0)
         return err_make(err, EINVAL, "process.terminal is set but there is no console socket");
@@ -32,9 +32,9 @@ int ns_terminal_setup(const struct oci_config *cfg, int console_fd, struct err *
     cleanup_close int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (slave < 0)
         return err_make(err, errno, "open `%s`", name);
-    if (cfg->process->has_console_size) {
-        struct winsize ws = {.ws_row = (unsigned short)cfg->process->console_height,
-                             .ws_col = (unsigned short)cfg->process->console_width};
+    if (proc->has_console_size) {
+        struct winsize ws = {.ws_row = (unsigned short)proc->console_height,
+                             .ws_col = (unsigned short)proc->console_width};
         ioctl(slave, TIOCSWINSZ, &ws);
     }
     /* /dev/console is the pty, as in runc. */

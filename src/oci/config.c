@@ -841,6 +841,61 @@ int oci_config_parse(const char *data, size_t len, const char *name, struct oci_
     return 0;
 }
 
+void oci_process_free(struct oci_process *p)
+{
+    if (p == NULL)
+        return;
+    strv_free(p->args);
+    strv_free(p->env);
+    free(p->cwd);
+    free(p->additional_gids);
+    free(p->rlimits);
+    strv_free(p->caps.bounding);
+    strv_free(p->caps.effective);
+    strv_free(p->caps.inheritable);
+    strv_free(p->caps.permitted);
+    strv_free(p->caps.ambient);
+    free(p->apparmor_profile);
+    free(p->selinux_label);
+    free(p);
+}
+
+int oci_process_parse(const char *data, size_t len, const char *name, struct oci_process **out,
+                      struct err **err)
+{
+    struct pctx p = {.name = name, .err = err};
+    if (len > OCI_CONFIG_MAX_SIZE || len > INT_MAX)
+        return err_make(err, EFBIG, "%s: too large", name);
+    struct json_tokener *tok = json_tokener_new_ex(64);
+    if (tok == NULL)
+        return err_make(err, ENOMEM, "%s: parser", name);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    struct json_object *obj = json_tokener_parse_ex(tok, data, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    json_tokener_free(tok);
+    if (obj == NULL || jerr != json_tokener_success) {
+        if (obj)
+            json_object_put(obj);
+        return err_make(err, EINVAL, "%s: malformed JSON: %s", name,
+                        jerr == json_tokener_continue ? "unexpected end of input"
+                                                      : json_tokener_error_desc(jerr));
+    }
+    /* Parse it as the `process` member of a document, to share the checks. */
+    struct json_object *root = json_object_new_object();
+    json_object_object_add(root, "process", obj);
+    struct oci_config c = {0};
+    int r = parse_process(&p, root, &c);
+    json_object_put(root);
+    if (r < 0) {
+        oci_process_free(c.process);
+        return -1;
+    }
+    if (c.process == NULL)
+        return type_error(&p, "(document)", "an object", NULL);
+    *out = c.process;
+    return 0;
+}
+
 int oci_config_load(const char *bundle, struct oci_config **out, struct err **err)
 {
     cleanup_free char *path = xasprintf("%s/config.json", bundle);
@@ -892,22 +947,7 @@ void oci_config_free(struct oci_config *c)
         strv_free(c->mounts[i].options);
     }
     free(c->mounts);
-    if (c->process) {
-        struct oci_process *p = c->process;
-        strv_free(p->args);
-        strv_free(p->env);
-        free(p->cwd);
-        free(p->additional_gids);
-        free(p->rlimits);
-        strv_free(p->caps.bounding);
-        strv_free(p->caps.effective);
-        strv_free(p->caps.inheritable);
-        strv_free(p->caps.permitted);
-        strv_free(p->caps.ambient);
-        free(p->apparmor_profile);
-        free(p->selinux_label);
-        free(p);
-    }
+    oci_process_free(c->process);
     struct oci_linux *l = &c->linux_;
     for (size_t i = 0; i < l->n_namespaces; i++)
         free(l->namespaces[i].path);

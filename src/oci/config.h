@@ -146,6 +146,13 @@ int oci_config_parse(const char *data, size_t len, const char *name,
 /* Read and parse `<bundle>/config.json` (bundle may be relative). */
 int oci_config_load(const char *bundle, struct oci_config **out, struct err **err);
 
+/* Parse a standalone process object (`exec --process process.json`). */
+int oci_process_parse(const char *data, size_t len, const char *name, struct oci_process **out,
+                      struct err **err);
+
+/* Free a process parsed by oci_process_parse; safe on NULL. */
+void oci_process_free(struct oci_process *p);
+
 /* Free a config; safe on NULL. */
 void oci_config_free(struct oci_config *c);
 

@@ -59,5 +59,27 @@ int container_list(const struct runtime *rt, struct container_info **out, size_t
 /* Free what container_list returned. */
 void container_list_free(struct container_info *list, size_t n);
 
+/* Options of `cocoon exec`. */
+struct exec_opts {
+    const char *id;
+    const char *process_file;   /* --process: a process.json; else args */
+    char **args;                /* NULL-terminated */
+    char **env;                 /* --env K=V (added to the container's env) */
+    const char *cwd;            /* --cwd */
+    const char *user;           /* --user UID[:GID] */
+    char **caps;                /* --cap CAP_X (added to all sets) */
+    int tty;                    /* --tty: 1, --tty=false: 0, unset: -1 */
+    bool detach;
+    bool no_new_privs;
+    const char *pid_file;
+    const char *console_socket;
+    int preserve_fds;
+};
+
+/* Run another process in a running container; unless detach, wait and
+ * return its exit status in *status. */
+int container_exec(const struct runtime *rt, const struct exec_opts *o, int *status,
+                   struct err **err);
+
 /* Parse a signal name ("KILL", "SIGKILL", "sigterm") or number; <0 if bad. */
 int signal_parse(const char *s);

@@ -1,5 +1,6 @@
 /* Internals shared by the lifecycle commands (not for the CLI). */
 #pragma once
+#include <signal.h>
 #include "cgroup/cgroup.h"
 #include "oci/config.h"
 #include "oci/state.h"
@@ -35,3 +36,14 @@ int lifecycle_record(const struct create_opts *o, struct prepared *p, pid_t pid,
 /* Remove everything the container left: state directory (caller holds lock). */
 int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
                       struct err **err);
+
+/* The signals a foreground `run`/`exec` forwards, plus SIGCHLD. */
+void lifecycle_forward_mask(sigset_t *mask);
+
+/* Wait for pid (a child; the caller is a subreaper) reading signals from the
+ * signalfd sfd: forward them, proxy the pty master <-> stdio if master >= 0.
+ * *status gets the exit status (128+signal if killed). */
+int lifecycle_wait(pid_t pid, int sfd, int master, int *status, struct err **err);
+
+/* Copy the window size of the terminal on `from` to `to`. */
+void lifecycle_copy_winsize(int from, int to);
