@@ -22,6 +22,8 @@
 #include "common/err.h"
 #include "common/util.h"
 #include "ns/sync.h"
+#include "oci/hooks.h"
+#include "oci/state.h"
 
 static const enum oci_ns_type join_order[] = {
     OCI_NS_IPC, OCI_NS_UTS, OCI_NS_NET, OCI_NS_CGROUP, OCI_NS_MNT,
@@ -124,6 +126,32 @@ static void close_other_fds(int first, int *keep, size_t n)
     syscall(SYS_close_range, lo, ~0u, 0);
 }
 
+/* The state document hooks get on stdin, as the init can build it. */
+static char *hook_state(const struct ns_spawn_opts *o, pid_t host_pid, enum container_status s)
+{
+    struct container_state st = {
+        .id = (char *)o->id, .bundle = (char *)o->bundle, .rootfs = (char *)o->rootfs,
+        .pid = host_pid, .annotations = o->cfg->annotations,
+        .n_annotations = o->cfg->n_annotations,
+    };
+    return state_to_oci_json(&st, s);
+}
+
+/* Our pid as the host sees it: the host's /proc is still mounted here. */
+static pid_t host_pid(void)
+{
+    char buf[32];
+    ssize_t n = readlink("/proc/self", buf, sizeof(buf) - 1);
+    int pid;
+    if (n <= 0)
+        return getpid();
+    buf[n] = '\0';
+    return parse_int(buf, &pid) == 0 ? pid : getpid();
+}
+
+/* Set once the parent has been told READY: later errors have no reader. */
+static bool init_ready;
+
 static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds,
                     int clone_flags, bool in_v2_cgroup, char **exe, struct err **err)
 {
@@ -174,6 +202,24 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
 
     if (ns_rootfs_setup(o, in_userns, err) < 0)
         return -1;
+    const struct oci_hooks *hk = &cfg->hooks;
+    pid_t hpid = host_pid();
+    if (hk->n[OCI_HOOK_PRESTART] || hk->n[OCI_HOOK_CREATE_RUNTIME]) {
+        struct sync_msg m;
+        if (sync_send(sync_fd, SYNC_HOOKS, hpid) < 0)
+            return err_make(err, errno, "ask the runtime to run hooks");
+        if (sync_expect(sync_fd, SYNC_HOOKS_DONE, &m, err) < 0)
+            return -1;
+    }
+    if (hk->n[OCI_HOOK_CREATE_CONTAINER]) {
+        cleanup_free char *js = hook_state(o, hpid, STATUS_CREATING);
+        if (hooks_run(cfg, OCI_HOOK_CREATE_CONTAINER, js, err) < 0)
+            return -1;
+    }
+    cleanup_free char *start_state =
+        hk->n[OCI_HOOK_START_CONTAINER] ? hook_state(o, hpid, STATUS_CREATED) : NULL;
+    if (ns_rootfs_pivot(o, err) < 0)
+        return -1;
     if (proc->terminal) {
         if (ns_terminal_setup(proc, o->console_fd, err) < 0)
             return -1;
@@ -192,7 +238,10 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
     prctl(PR_SET_PDEATHSIG, 0);
     if (sync_send(sync_fd, SYNC_READY, 0) < 0)
         return err_make(err, errno, "report ready");
+    init_ready = true;
     if (wait_for_start(o, sync_fd, err) < 0)
+        return -1;
+    if (start_state && hooks_run(cfg, OCI_HOOK_START_CONTAINER, start_state, err) < 0)
         return -1;
     return 0;
 }
@@ -203,7 +252,12 @@ void ns_init_main(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fds,
     struct err *err = NULL;
     char *exe = NULL;
     if (init_run(o, sync_fd, ns_fds, clone_flags, in_v2_cgroup, &exe, &err) < 0) {
-        sync_send_error(sync_fd, err);
+        /* Before READY the parent reports it; after (a startContainer hook),
+         * only the container's stderr is left. */
+        if (init_ready)
+            dprintf(2, "cocoon: %s\n", err && err->msg ? err->msg : "container setup failed");
+        else
+            sync_send_error(sync_fd, err);
         _exit(1);
     }
     const struct oci_process *proc = o->cfg->process;

@@ -12,6 +12,7 @@ struct cgroup;
 
 struct ns_spawn_opts {
     const struct oci_config *cfg;
+    const char *id;
     const char *bundle;   /* absolute */
     const char *rootfs;   /* absolute */
     int fifo_fd;          /* create: exec FIFO (O_PATH) the init waits on; -1 in run mode */
@@ -41,8 +42,11 @@ __attribute__((noreturn)) void ns_init_main(const struct ns_spawn_opts *o, int s
                                             const int *ns_fds, int clone_flags,
                                             bool in_v2_cgroup);
 
-/* Mount setup inside the new mount namespace, ending with pivot_root. */
+/* Mount setup inside the new mount namespace (mounts, devices). */
 int ns_rootfs_setup(const struct ns_spawn_opts *o, bool in_userns, struct err **err);
+
+/* pivot_root into the prepared rootfs, then rootfs propagation. */
+int ns_rootfs_pivot(const struct ns_spawn_opts *o, struct err **err);
 
 /* After pivot_root: masked and read-only paths, read-only root, sysctls. */
 int ns_rootfs_finish(const struct ns_spawn_opts *o, struct err **err);

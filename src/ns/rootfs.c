@@ -288,6 +288,12 @@ int ns_rootfs_setup(const struct ns_spawn_opts *o, bool in_userns, struct err **
             return -1;
     if (ns_devices_setup(cfg, rootfd, in_userns, err) < 0)
         return -1;
+    return 0;
+}
+
+int ns_rootfs_pivot(const struct ns_spawn_opts *o, struct err **err)
+{
+    const struct oci_config *cfg = o->cfg;
     if (do_pivot(o->rootfs, o->no_pivot, err) < 0)
         return -1;
     if (cfg->linux_.rootfs_propagation &&

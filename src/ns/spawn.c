@@ -23,6 +23,8 @@
 #include "cgroup/cgroup.h"
 #include "ns/caps.h"
 #include "ns/sync.h"
+#include "oci/hooks.h"
+#include "oci/state.h"
 
 int ns_validate(const struct oci_config *cfg, struct err **err)
 {
@@ -135,6 +137,21 @@ static void kill_and_reap(pid_t pid)
         ;
 }
 
+/* prestart and createRuntime hooks: in the runtime's namespaces, once the
+ * container's exist (pid is the init's host pid). */
+static int run_create_hooks(const struct ns_spawn_opts *o, pid_t pid, struct err **err)
+{
+    struct container_state st = {
+        .id = (char *)o->id, .bundle = (char *)o->bundle, .rootfs = (char *)o->rootfs,
+        .pid = pid, .annotations = o->cfg->annotations, .n_annotations = o->cfg->n_annotations,
+    };
+    cleanup_free char *js = state_to_oci_json(&st, STATUS_CREATING);
+    if (hooks_run(o->cfg, OCI_HOOK_PRESTART, js, err) < 0 ||
+        hooks_run(o->cfg, OCI_HOOK_CREATE_RUNTIME, js, err) < 0)
+        return -1;
+    return 0;
+}
+
 int ns_spawn(const struct ns_spawn_opts *o, struct ns_child *out, struct err **err)
 {
     const struct oci_config *cfg = o->cfg;
@@ -242,6 +259,15 @@ int ns_spawn(const struct ns_spawn_opts *o, struct ns_child *out, struct err **e
             while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
                 ;
             pid = init_pid;
+            continue;
+        }
+        if (m.type == SYNC_HOOKS) {
+            if (run_create_hooks(o, m.pid, err) < 0)
+                goto fail;
+            if (sync_send(sync_fd, SYNC_HOOKS_DONE, 0) < 0) {
+                err_make(err, errno, "resume the container init");
+                goto fail;
+            }
             continue;
         }
         if (m.type == SYNC_READY)

@@ -12,6 +12,8 @@ enum sync_type {
     SYNC_PID,       /* init: the real init is pid (after a late pid-ns fork) */
     SYNC_MAPPED,    /* parent: uid/gid maps written */
     SYNC_START,     /* parent: exec the user process now (run mode) */
+    SYNC_HOOKS,     /* init: namespaces ready; run prestart/createRuntime hooks */
+    SYNC_HOOKS_DONE, /* parent: those hooks succeeded, go on */
 };
 
 struct sync_msg {

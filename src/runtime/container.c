@@ -20,6 +20,7 @@
 #include "common/terminal.h"
 #include "common/util.h"
 #include "ns/ns.h"
+#include "oci/hooks.h"
 #include "runtime/lifecycle.h"
 
 int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, struct prepared *p,
@@ -136,6 +137,31 @@ int lifecycle_record(const struct create_opts *o, struct prepared *p, pid_t pid,
     return 0;
 }
 
+/* Run the hooks of `kind` from the bundle's config; failures only warn (the
+ * spec's rule for poststart and poststop). */
+static void run_late_hooks(const struct container_state *st, enum oci_hook_kind kind,
+                           enum container_status s)
+{
+    struct oci_config *cfg = NULL;
+    struct err *e = NULL;
+    if (oci_config_load(st->bundle, &cfg, &e) < 0) {
+        err_free(&e);
+        return;
+    }
+    if (cfg->hooks.n[kind]) {
+        cleanup_free char *js = state_to_oci_json(st, s);
+        if (hooks_run(cfg, kind, js, &e) < 0)
+            log_warn("%s", e->msg);
+        err_free(&e);
+    }
+    oci_config_free(cfg);
+}
+
+void lifecycle_poststart(const struct container_state *st)
+{
+    run_late_hooks(st, OCI_HOOK_POSTSTART, STATUS_RUNNING);
+}
+
 int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
                       struct err **err)
 {
@@ -145,7 +171,10 @@ int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
         if (cgroup_destroy(st->cgroup, err) < 0)
             return err_wrap(err, "delete container `%s`", st->id);
     }
-    return state_dir_remove(rootfd, st->id, err);
+    if (state_dir_remove(rootfd, st->id, err) < 0)
+        return -1;
+    run_late_hooks(st, OCI_HOOK_POSTSTOP, STATUS_STOPPED);
+    return 0;
 }
 
 int container_create(const struct runtime *rt, const struct create_opts *o, struct err **err)
@@ -173,7 +202,7 @@ int container_create(const struct runtime *rt, const struct create_opts *o, stru
         }
     }
     struct ns_spawn_opts so = {
-        .cfg = p.cfg, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = fifo,
+        .cfg = p.cfg, .id = o->id, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = fifo,
         .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
         .cg = &p.cg,
     };
@@ -237,6 +266,7 @@ int container_start(const struct runtime *rt, const char *id, struct err **err)
     if (write(fifo, "0", 1) != 1)
         return err_make(err, errno, "start container `%s`", id);
     unlinkat(dirfd, STATE_EXEC_FIFO, 0);
+    lifecycle_poststart(st);
     return 0;
 }
 

@@ -47,3 +47,6 @@ int lifecycle_wait(pid_t pid, int sfd, int master, int *status, struct err **err
 
 /* Copy the window size of the terminal on `from` to `to`. */
 void lifecycle_copy_winsize(int from, int to);
+
+/* Run the poststart hooks of a container just started (failures warn). */
+void lifecycle_poststart(const struct container_state *st);

@@ -64,7 +64,7 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
         goto fail;
     }
     struct ns_spawn_opts so = {
-        .cfg = p.cfg, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = -1,
+        .cfg = p.cfg, .id = o->id, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = -1,
         .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
         .cg = &p.cg,
     };
@@ -91,6 +91,13 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
     if (ns_release(&child, err) < 0)
         goto fail;
     close_and_reset(&child.sync_fd);
+    if (p.cfg->hooks.n[OCI_HOOK_POSTSTART]) {
+        struct container_state st = {.id = (char *)o->id, .bundle = p.bundle,
+                                     .rootfs = p.rootfs, .pid = child.pid,
+                                     .annotations = p.cfg->annotations,
+                                     .n_annotations = p.cfg->n_annotations};
+        lifecycle_poststart(&st);
+    }
     if (detach) {
         lifecycle_release(&p);
         *status = 0;
