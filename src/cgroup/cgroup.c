@@ -62,12 +62,12 @@ char *cgroup_path_for(const char *cgroups_path, const char *id)
 static int check_path(const char *path, struct err **err)
 {
     if (path[0] == '\0')
-        return err_make(err, EINVAL, "linux.cgroupsPath: the root cgroup cannot be used");
+        return err_input(err, "linux.cgroupsPath: the root cgroup cannot be used");
     for (const char *p = path; *p;) {
         const char *e = strchr(p, '/');
         size_t n = e ? (size_t)(e - p) : strlen(p);
         if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
-            return err_make(err, EINVAL, "linux.cgroupsPath `%s` must not contain . or ..",
+            return err_input(err, "linux.cgroupsPath `%s` must not contain . or ..",
                             path);
         p += n;
         while (*p == '/')

@@ -52,7 +52,7 @@ static int get_i64(struct json_object *obj, const char *key, const char *base, i
     if (obj == NULL || !json_object_object_get_ex(obj, key, &v) || v == NULL)
         return 0;
     if (json_object_get_type(v) != json_type_int)
-        return err_make(err, EINVAL, "config.json: `%s.%s` must be an integer", base, key);
+        return err_input(err, "config.json: `%s.%s` must be an integer", base, key);
     *out = json_object_get_int64(v);
     return 1;
 }
@@ -64,7 +64,7 @@ static int get_str(struct json_object *obj, const char *key, const char *base, c
     if (obj == NULL || !json_object_object_get_ex(obj, key, &v) || v == NULL)
         return 0;
     if (json_object_get_type(v) != json_type_string)
-        return err_make(err, EINVAL, "config.json: `%s.%s` must be a string", base, key);
+        return err_input(err, "config.json: `%s.%s` must be a string", base, key);
     *out = json_object_get_string(v);
     return 1;
 }
@@ -77,7 +77,7 @@ static struct json_object *get_obj(struct json_object *obj, const char *key, con
     if (obj == NULL || !json_object_object_get_ex(obj, key, &v) || v == NULL)
         return NULL;
     if (json_object_get_type(v) != json_type_object) {
-        *r = err_make(err, EINVAL, "config.json: `%s.%s` must be an object", base, key);
+        *r = err_input(err, "config.json: `%s.%s` must be an object", base, key);
         return NULL;
     }
     return v;
@@ -118,8 +118,7 @@ static int apply_memory(struct json_object *mem, struct cgroup *cg, struct err *
         /* The spec's swap is memory+swap (v1 memsw); v2 wants swap alone. */
         if (v2 && swap > 0 && hl && limit > 0) {
             if (swap < limit)
-                return err_make(err, EINVAL,
-                                "linux.resources.memory.swap (%" PRId64
+                return err_input(err, "linux.resources.memory.swap (%" PRId64
                                 ") is below memory.limit (%" PRId64 ")",
                                 swap, limit);
             swap -= limit;

@@ -40,6 +40,17 @@ int err_make(struct err **err, int code, const char *fmt, ...)
     return -1;
 }
 
+int err_input(struct err **err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    err_makev(err, 0, fmt, ap);
+    va_end(ap);
+    if (err && *err)
+        (*err)->code = EINVAL;
+    return -1;
+}
+
 int err_wrap(struct err **err, const char *fmt, ...)
 {
     if (err == NULL || *err == NULL)

@@ -14,6 +14,10 @@ struct err {
 int err_make(struct err **err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* An error in what the user gave (config, options): code EINVAL, and no
+ * strerror suffix since the message says it all. Returns -1. */
+int err_input(struct err **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Like err_make with a va_list. */
 int err_makev(struct err **err, int code, const char *fmt, va_list ap);
 

@@ -20,8 +20,7 @@ static int check_list(char **list, const char *set, struct err **err)
     for (size_t i = 0; list && list[i]; i++) {
         cap_value_t v;
         if (cap_lookup(list[i], &v) < 0)
-            return err_make(err, EINVAL,
-                            "config.json: `process.capabilities.%s[%zu]`: unknown capability "
+            return err_input(err, "config.json: `process.capabilities.%s[%zu]`: unknown capability "
                             "`%s`",
                             set, i, list[i]);
     }
@@ -81,7 +80,7 @@ int caps_apply(const struct oci_caps *caps, struct err **err)
         add_flags(c, CAP_PERMITTED, caps->permitted) < 0 ||
         add_flags(c, CAP_INHERITABLE, caps->inheritable) < 0) {
         cap_free(c);
-        return err_make(err, EINVAL, "process.capabilities");
+        return err_input(err, "process.capabilities");
     }
     int r = cap_set_proc(c);
     int e = errno;

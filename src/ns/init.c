@@ -21,6 +21,7 @@
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/util.h"
+#include "ns/seccomp.h"
 #include "ns/sync.h"
 #include "oci/hooks.h"
 #include "oci/state.h"
@@ -228,12 +229,8 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
     }
     if (ns_rootfs_finish(o, err) < 0)
         return -1;
-    if (ns_process_setup(proc, err) < 0)
+    if (ns_secure_and_find(proc, cfg->linux_.seccomp, start_state, exe, err) < 0)
         return -1;
-    if (ns_find_executable(proc->args[0], proc->env, exe, err) < 0)
-        return -1;
-    if (proc->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return err_make(err, errno, "set no_new_privs");
     /* From here on the init must survive its parent (`cocoon create` exits). */
     prctl(PR_SET_PDEATHSIG, 0);
     if (sync_send(sync_fd, SYNC_READY, 0) < 0)

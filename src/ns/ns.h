@@ -9,6 +9,7 @@
 
 struct err;
 struct cgroup;
+struct json_object;
 
 struct ns_spawn_opts {
     const struct oci_config *cfg;
@@ -64,6 +65,11 @@ int ns_find_executable(const char *arg0, char *const *env, char **out, struct er
 
 /* Apply process credentials and attributes (rlimits, user, umask, cwd...). */
 int ns_process_setup(const struct oci_process *p, struct err **err);
+
+/* Process setup, then the seccomp filter at the right moment, and the
+ * program looked up: everything between namespaces and exec. */
+int ns_secure_and_find(const struct oci_process *p, struct json_object *seccomp,
+                       const char *state_json, char **exe, struct err **err);
 
 /* Exec the prepared program: reset the signal mask and dispositions, keep
  * only stdio and preserve_fds descriptors. Returns only on failure. */

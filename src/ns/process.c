@@ -20,6 +20,7 @@
 #include "common/err.h"
 #include "common/util.h"
 #include "ns/caps.h"
+#include "ns/seccomp.h"
 #include "ns/ns.h"
 
 static int set_rlimits(const struct oci_process *p, struct err **err)
@@ -154,4 +155,31 @@ void ns_exec(const char *exe, const struct oci_process *p, int preserve_fds)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
     execve(exe, p->args, p->env);
+}
+
+int ns_secure_and_find(const struct oci_process *p, struct json_object *seccomp,
+                       const char *state_json, char **exe, struct err **err)
+{
+    struct seccomp_plan *plan = NULL;
+    if (ns_seccomp_build(seccomp, &plan, err) < 0)
+        return -1;
+    int r = -1;
+    /* Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it
+     * before the capabilities are dropped (runc's order). */
+    if (!p->no_new_privileges && ns_seccomp_load(plan, state_json, err) < 0)
+        goto out;
+    if (ns_process_setup(p, err) < 0 || ns_find_executable(p->args[0], p->env, exe, err) < 0)
+        goto out;
+    if (p->no_new_privileges) {
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+            err_make(err, errno, "set no_new_privs");
+            goto out;
+        }
+        if (ns_seccomp_load(plan, state_json, err) < 0)
+            goto out;
+    }
+    r = 0;
+out:
+    ns_seccomp_free(plan);
+    return r;
 }

@@ -146,8 +146,10 @@ static int mount_cgroup(const struct oci_mount *m, int rootfd, int target, bool 
             }
             continue;
         }
-        if (de->d_type != DT_DIR)
-            continue;
+        struct statfs hs;
+        if (de->d_type != DT_DIR || statfs(hpath, &hs) < 0 ||
+            (hs.f_type != CGROUP_SUPER_MAGIC && hs.f_type != CGROUP2_SUPER_MAGIC))
+            continue; /* an empty mountpoint, not a hierarchy */
         /* Find this hierarchy's line in /proc/self/cgroup ("id:ctrls:path"). */
         const char *want = strcmp(de->d_name, "systemd") == 0 ? "name=systemd"
                            : strcmp(de->d_name, "unified") == 0 ? ""

@@ -29,32 +29,27 @@
 int ns_validate(const struct oci_config *cfg, struct err **err)
 {
     if (cfg->process == NULL)
-        return err_make(err, EINVAL, "config.json: `process` is required to run a container");
+        return err_input(err, "config.json: `process` is required to run a container");
     if (cfg->process->has_caps && caps_validate(&cfg->process->caps, err) < 0)
         return -1;
     const struct oci_namespace *mnt = oci_config_ns(cfg, OCI_NS_MNT);
     if (mnt == NULL || mnt->path)
-        return err_make(err, EINVAL,
-                        "config.json: `linux.namespaces` must ask for a new mount namespace");
+        return err_input(err, "config.json: `linux.namespaces` must ask for a new mount namespace");
     const struct oci_namespace *uts = oci_config_ns(cfg, OCI_NS_UTS);
     if ((cfg->hostname && cfg->hostname[0]) && (uts == NULL || uts->path))
-        return err_make(err, EINVAL,
-                        "config.json: `hostname` needs a new uts namespace in `linux.namespaces`");
+        return err_input(err, "config.json: `hostname` needs a new uts namespace in `linux.namespaces`");
     if ((cfg->domainname && cfg->domainname[0]) && (uts == NULL || uts->path))
-        return err_make(err, EINVAL, "config.json: `domainname` needs a new uts namespace");
+        return err_input(err, "config.json: `domainname` needs a new uts namespace");
     const struct oci_namespace *user = oci_config_ns(cfg, OCI_NS_USER);
     bool new_user = user && !user->path;
     if (new_user && (cfg->linux_.n_uid_mappings == 0 || cfg->linux_.n_gid_mappings == 0))
-        return err_make(err, EINVAL,
-                        "config.json: a new user namespace needs `linux.uidMappings` and "
+        return err_input(err, "config.json: a new user namespace needs `linux.uidMappings` and "
                         "`linux.gidMappings`");
     if (!new_user && (cfg->linux_.n_uid_mappings || cfg->linux_.n_gid_mappings))
-        return err_make(err, EINVAL,
-                        "config.json: `linux.uidMappings` need a new user namespace");
+        return err_input(err, "config.json: `linux.uidMappings` need a new user namespace");
     const struct oci_namespace *time = oci_config_ns(cfg, OCI_NS_TIME);
     if (cfg->linux_.has_time_offsets && (time == NULL || time->path))
-        return err_make(err, EINVAL,
-                        "config.json: `linux.timeOffsets` need a new time namespace");
+        return err_input(err, "config.json: `linux.timeOffsets` need a new time namespace");
     return 0;
 }
 
@@ -72,10 +67,10 @@ static int open_ns_paths(const struct oci_config *cfg, int fds[OCI_NS_COUNT], st
         fds[ns->type] = fd;
         int type = ioctl(fd, NS_GET_NSTYPE);
         if (type >= 0 && type != oci_ns_clone_flag(ns->type))
-            return err_make(err, EINVAL, "`%s` is not a %s namespace", ns->path,
+            return err_input(err, "`%s` is not a %s namespace", ns->path,
                             oci_ns_name(ns->type));
         if (type < 0 && errno == ENOTTY)
-            return err_make(err, EINVAL, "`%s` is not a namespace file", ns->path);
+            return err_input(err, "`%s` is not a namespace file", ns->path);
     }
     return 0;
 }

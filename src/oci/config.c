@@ -39,13 +39,13 @@ static const char *json_kind(struct json_object *o)
 
 static int type_error(struct pctx *p, const char *path, const char *want, struct json_object *o)
 {
-    return err_make(p->err, EINVAL, "%s: `%s` must be %s, not %s", p->name, path, want,
+    return err_input(p->err, "%s: `%s` must be %s, not %s", p->name, path, want,
                     json_kind(o));
 }
 
 static int value_error(struct pctx *p, const char *path, const char *why)
 {
-    return err_make(p->err, EINVAL, "%s: `%s` %s", p->name, path, why);
+    return err_input(p->err, "%s: `%s` %s", p->name, path, why);
 }
 
 static void join_path(char *out, const char *base, const char *key)
@@ -122,7 +122,7 @@ static int get_int64(struct pctx *p, struct json_object *obj, const char *base,
     errno = 0;
     int64_t x = json_object_get_int64(v);
     if (x < min || x > max || (x == INT64_MAX && errno == ERANGE))
-        return err_make(p->err, ERANGE, "%s: `%s` is out of range [%lld, %lld]", p->name, path,
+        return err_input(p->err, "%s: `%s` is out of range [%lld, %lld]", p->name, path,
                         (long long)min, (long long)max);
     *out = x;
     return 1;
@@ -258,11 +258,11 @@ static int parse_namespaces(struct pctx *p, struct json_object *lx, struct oci_l
             if (strcmp(type, ns_names[k]) == 0)
                 t = k;
         if (t < 0)
-            return err_make(p->err, EINVAL, "%s: `%s.type`: unknown namespace type `%s`",
+            return err_input(p->err, "%s: `%s.type`: unknown namespace type `%s`",
                             p->name, base, type);
         for (size_t k = 0; k < l->n_namespaces; k++)
             if ((int)l->namespaces[k].type == t)
-                return err_make(p->err, EINVAL, "%s: `%s`: duplicate namespace `%s`", p->name,
+                return err_input(p->err, "%s: `%s`: duplicate namespace `%s`", p->name,
                                 base, type);
         if (path && path[0] == '\0') {
             free(path);
@@ -474,11 +474,11 @@ static int parse_rlimits(struct pctx *p, struct json_object *proc, struct oci_pr
             return -1;
         rl->resource = oci_rlimit_from_name(type);
         if (rl->resource < 0)
-            return err_make(p->err, EINVAL, "%s: `%s.type`: unknown rlimit `%s`", p->name,
+            return err_input(p->err, "%s: `%s.type`: unknown rlimit `%s`", p->name,
                             base, type);
         for (size_t k = 0; k < i; k++)
             if (pr->rlimits[k].resource == rl->resource)
-                return err_make(p->err, EINVAL, "%s: `%s`: duplicate rlimit `%s`", p->name,
+                return err_input(p->err, "%s: `%s`: duplicate rlimit `%s`", p->name,
                                 base, type);
         int rs = get_uint64(p, e, base, "soft", &rl->soft);
         if (rs < 0)
@@ -627,7 +627,7 @@ static int parse_devices(struct pctx *p, struct json_object *lx, struct oci_linu
         if (d->path[0] != '/')
             return value_error(p, base, "path must be absolute");
         if (strlen(type) != 1 || !strchr("cbup", type[0]))
-            return err_make(p->err, EINVAL, "%s: `%s.type`: unknown device type `%s`", p->name,
+            return err_input(p->err, "%s: `%s.type`: unknown device type `%s`", p->name,
                             base, type);
         d->type = type[0];
         int rmaj = get_int64(p, e, base, "major", 0, (1 << 12) - 1, &d->major);
@@ -696,8 +696,7 @@ static int parse_linux(struct pctx *p, struct json_object *root, struct oci_conf
                 ok = true;
             }
         if (!ok)
-            return err_make(p->err, EINVAL,
-                            "%s: `linux.rootfsPropagation`: unknown propagation `%s`", p->name,
+            return err_input(p->err, "%s: `linux.rootfsPropagation`: unknown propagation `%s`", p->name,
                             prop);
     }
     struct json_object *to;
@@ -820,7 +819,7 @@ int oci_config_parse(const char *data, size_t len, const char *name, struct oci_
         const char *why = jerr == json_tokener_success ? "trailing data after the document"
                           : jerr == json_tokener_continue ? "unexpected end of input"
                                                           : json_tokener_error_desc(jerr);
-        return err_make(err, EINVAL, "%s: malformed JSON at line %zu, column %zu: %s", name,
+        return err_input(err, "%s: malformed JSON at line %zu, column %zu: %s", name,
                         line, col, why);
     }
     if (json_object_get_type(root) != json_type_object) {
@@ -876,7 +875,7 @@ int oci_process_parse(const char *data, size_t len, const char *name, struct oci
     if (obj == NULL || jerr != json_tokener_success) {
         if (obj)
             json_object_put(obj);
-        return err_make(err, EINVAL, "%s: malformed JSON: %s", name,
+        return err_input(err, "%s: malformed JSON: %s", name,
                         jerr == json_tokener_continue ? "unexpected end of input"
                                                       : json_tokener_error_desc(jerr));
     }

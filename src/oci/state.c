@@ -21,17 +21,16 @@ int state_check_id(const char *id, struct err **err)
 {
     size_t n = strlen(id);
     if (n == 0)
-        return err_make(err, EINVAL, "container id must not be empty");
+        return err_input(err, "container id must not be empty");
     if (n > 1024)
-        return err_make(err, EINVAL, "container id is longer than 1024 bytes");
+        return err_input(err, "container id is longer than 1024 bytes");
     if (strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
-        return err_make(err, EINVAL, "invalid container id `%s`", id);
+        return err_input(err, "invalid container id `%s`", id);
     for (const char *p = id; *p; p++) {
         char c = *p;
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '-' || c == '.' || c == '+'))
-            return err_make(err, EINVAL,
-                            "invalid container id `%s`: only letters, digits and _ . + - allowed",
+            return err_input(err, "invalid container id `%s`: only letters, digits and _ . + - allowed",
                             id);
     }
     return 0;
@@ -199,7 +198,7 @@ int state_read(int dirfd, struct container_state **out, struct err **err)
     if (o == NULL || json_object_get_type(o) != json_type_object) {
         if (o)
             json_object_put(o);
-        return err_make(err, EINVAL, "corrupt container state file");
+        return err_input(err, "corrupt container state file");
     }
     struct container_state *st = xcalloc(1, sizeof(*st));
     st->id = dup_member(o, "id");
@@ -234,7 +233,7 @@ int state_read(int dirfd, struct container_state **out, struct err **err)
     json_object_put(o);
     if (st->id == NULL || st->bundle == NULL) {
         state_free(st);
-        return err_make(err, EINVAL, "corrupt container state file");
+        return err_input(err, "corrupt container state file");
     }
     *out = st;
     return 0;

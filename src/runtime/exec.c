@@ -101,7 +101,7 @@ static int build_process(const struct exec_opts *o, const struct oci_config *cfg
         return oci_process_parse(data, len, o->process_file, out, err);
     }
     if (o->args == NULL || o->args[0] == NULL)
-        return err_make(err, EINVAL, "exec: no command given");
+        return err_input(err, "exec: no command given");
     const struct oci_process *base = cfg->process;
     struct oci_process *p = xcalloc(1, sizeof(*p));
     *out = p;
@@ -132,7 +132,7 @@ static int build_process(const struct exec_opts *o, const struct oci_config *cfg
     p->env = strv_concat(base ? base->env : NULL, o->env);
     p->cwd = xstrdup(o->cwd ? o->cwd : base ? base->cwd : "/");
     if (p->cwd[0] != '/')
-        return err_make(err, EINVAL, "exec: --cwd `%s` must be absolute", p->cwd);
+        return err_input(err, "exec: --cwd `%s` must be absolute", p->cwd);
     if (o->tty >= 0)
         p->terminal = o->tty;
     if (o->no_new_privs)
@@ -140,7 +140,7 @@ static int build_process(const struct exec_opts *o, const struct oci_config *cfg
     if (o->user) {
         bool has_gid;
         if (parse_user(o->user, &p->uid, &p->gid, &has_gid) < 0)
-            return err_make(err, EINVAL, "exec: --user `%s` must be UID[:GID]", o->user);
+            return err_input(err, "exec: --user `%s` must be UID[:GID]", o->user);
         if (!has_gid)
             p->gid = 0;
         free(p->additional_gids);
@@ -156,6 +156,7 @@ struct exec_child {
     const struct oci_process *proc;
     int pidfd, join_flags, sync_fd, console_fd, preserve_fds;
     const struct cgroup *cg;
+    struct json_object *seccomp;
     bool in_v2;
 };
 
@@ -172,12 +173,7 @@ static int exec_child_run(const struct exec_child *c, char **exe, struct err **e
     } else if (setsid() < 0 && errno != EPERM) {
         return err_make(err, errno, "setsid");
     }
-    if (ns_process_setup(c->proc, err) < 0 ||
-        ns_find_executable(c->proc->args[0], c->proc->env, exe, err) < 0)
-        return -1;
-    if (c->proc->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return err_make(err, errno, "set no_new_privs");
-    return 0;
+    return ns_secure_and_find(c->proc, c->seccomp, NULL, exe, err);
 }
 
 static __attribute__((noreturn)) void exec_child_main(const struct exec_child *c)
@@ -251,7 +247,7 @@ int container_exec(const struct runtime *rt, const struct exec_opts *o, int *sta
                 goto out;
             }
         } else if (o->detach) {
-            err_make(err, EINVAL, "exec: --tty with --detach needs --console-socket");
+            err_input(err, "exec: --tty with --detach needs --console-socket");
             goto out;
         } else {
             int cp[2];
@@ -283,7 +279,7 @@ int container_exec(const struct runtime *rt, const struct exec_opts *o, int *sta
     struct exec_child c = {
         .proc = proc, .pidfd = pidfd, .join_flags = join, .sync_fd = sp[1],
         .console_fd = console, .preserve_fds = o->preserve_fds,
-        .cg = have_cg ? &cg : NULL,
+        .cg = have_cg ? &cg : NULL, .seccomp = cfg->linux_.seccomp,
     };
     int v2fd = have_cg ? cgroup_v2_fd(&cg) : -1;
     struct clone_args ca = {.exit_signal = SIGCHLD};
