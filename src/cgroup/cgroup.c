@@ -35,10 +35,10 @@ int cgroup_detect(enum cgroup_mode *mode, struct err **err)
     return 0;
 }
 
-char *cgroup_path_for(const char *cgroups_path, const char *id)
+char *cgroup_path_for(const char *cgroups_path, const char *id, const char *scope)
 {
     if (cgroups_path == NULL || cgroups_path[0] == '\0')
-        return xasprintf("cocoon/%s", id);
+        return xasprintf("%s/%s", scope && scope[0] ? scope : "cocoon", id);
     /* systemd style "slice:prefix:name", as podman and containerd pass with
      * --systemd-cgroup: the same place systemd would put the scope. */
     const char *c1 = strchr(cgroups_path, ':');
@@ -154,17 +154,23 @@ static int make_dirs(const char *name, const char *path, char **created, struct 
             continue;
         char saved = *s;
         *s = '\0';
-        if (mkdir(full, 0755) == 0) {
+        int r = mkdir(full, 0755);
+        if (r < 0 && errno == EEXIST && saved == '\0')
+            return err_make(err, 0,
+                            "cgroup `%s` already exists (is another container using it? "
+                            "check linux.cgroupsPath)",
+                            full);
+        if (r < 0 && errno != EEXIST) {
+            int e = errno;
+            return err_make(err, e, "create cgroup `%s`", full);
+        }
+        if (r == 0) {
             if (*created == NULL)
                 *created = xstrdup(full);
             if (strcmp(name, "cpuset") == 0) {
                 cpuset_inherit(full, "cpuset.cpus");
                 cpuset_inherit(full, "cpuset.mems");
             }
-        } else if (errno != EEXIST) {
-            int e = errno;
-            *s = saved;
-            return err_make(err, e, "create cgroup `%s`", full);
         }
         *s = saved;
         if (saved == '\0')

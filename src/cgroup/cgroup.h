@@ -28,8 +28,8 @@ int cgroup_detect(enum cgroup_mode *mode, struct err **err);
 
 /* The cgroup path (relative, no leading /) for a container: cgroupsPath as
  * given (systemd "slice:prefix:name" becomes slice/prefix-name.scope), or
- * "cocoon/<id>" by default. */
-char *cgroup_path_for(const char *cgroups_path, const char *id);
+ * "<scope>/<id>" by default (scope NULL: "cocoon"). */
+char *cgroup_path_for(const char *cgroups_path, const char *id, const char *scope);
 
 /* Create the container's cgroup in every hierarchy and apply
  * linux.resources. On failure nothing is left behind. */

@@ -56,7 +56,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct runtime rt = {.root = "/run/cocoon"};
+    struct runtime rt = {.root = COCOON_DEFAULT_ROOT};
     const char *log_path = NULL;
     enum log_format fmt = LOG_FORMAT_TEXT;
     bool debug = false;
@@ -81,9 +81,8 @@ int main(int argc, char **argv)
             return 0;
         case 'h': usage(stdout); return 0;
         default:
-            fprintf(stderr, "cocoon: unknown or incomplete global option `%s`\n",
+            fprintf(stderr, "cocoon: unknown or incomplete global option `%s` (see cocoon --help)\n",
                     argv[optind - 1]);
-            usage(stderr);
             return 1;
         }
     }

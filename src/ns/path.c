@@ -61,7 +61,9 @@ int path_resolve_in_root(int rootfd, const char *path, enum path_create create,
     struct walk w = {.depth = 0};
     w.fds[0] = rootfd;
     int links = 0;
-    bool via_abs_link = false;
+    /* While walking the target of an absolute symlink (up to abs_end in
+     * `rest`), a missing component is an error rather than created. */
+    const char *abs_end = NULL;
     const char *abs_link = NULL;
     cleanup_free char *abs_link_buf = NULL;
     char *p = rest;
@@ -103,7 +105,7 @@ int path_resolve_in_root(int rootfd, const char *path, enum path_create create,
                 walk_close(&w);
                 return err_make(err, e, "%s `%s`", label, path);
             }
-            if (via_abs_link) {
+            if (abs_end && name < abs_end) {
                 /* An absolute symlink means "inside the container", but one
                  * whose target is missing there most likely meant the host. */
                 walk_close(&w);
@@ -141,12 +143,12 @@ int path_resolve_in_root(int rootfd, const char *path, enum path_create create,
                 for (int i = 1; i <= w.depth; i++)
                     close(w.fds[i]);
                 w.depth = 0;
-                via_abs_link = true;
                 free(abs_link_buf);
                 abs_link_buf = xasprintf("%s -> %s", name, target);
                 abs_link = abs_link_buf;
             }
             size_t rl = strlen(p), tl = (size_t)n;
+            size_t abs_left = abs_end && p < abs_end ? (size_t)(abs_end - p) : 0;
             if (tl + rl + 2 > PATH_MAX) {
                 walk_close(&w);
                 return err_make(err, ENAMETOOLONG, "%s `%s`", label, path);
@@ -158,6 +160,12 @@ int path_resolve_in_root(int rootfd, const char *path, enum path_create create,
             free(rest);
             rest = nr;
             p = rest;
+            if (target[0] == '/')
+                abs_end = rest + tl;
+            else if (abs_left)
+                abs_end = rest + tl + 1 + (abs_left < rl ? abs_left : rl);
+            else
+                abs_end = NULL;
             continue;
         }
         if (!last && !S_ISDIR(st.st_mode)) {

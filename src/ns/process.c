@@ -104,6 +104,11 @@ int ns_process_setup(const struct oci_process *p, struct err **err)
 int ns_find_executable(const char *arg0, char *const *env, char **out, struct err **err)
 {
     if (strchr(arg0, '/')) {
+        struct stat st;
+        if (stat(arg0, &st) < 0)
+            return err_make(err, errno, "process.args[0] `%s`", arg0);
+        if (!S_ISREG(st.st_mode))
+            return err_input(err, "process.args[0] `%s` is not a regular file", arg0);
         if (access(arg0, X_OK) < 0)
             return err_make(err, errno, "process.args[0] `%s`", arg0);
         *out = xstrdup(arg0);

@@ -290,7 +290,11 @@ int ns_rootfs_setup(const struct ns_spawn_opts *o, bool in_userns, struct err **
             return -1;
     if (ns_devices_setup(cfg, rootfd, in_userns, err) < 0)
         return -1;
-    return 0;
+    /* The working directory is created now, inside the rootfs, before a
+     * read-only root would forbid it (runc does the same). */
+    cleanup_close int cwd = path_resolve_in_root(rootfd, cfg->process->cwd, PATH_MKDIR,
+                                                 "process.cwd", err);
+    return cwd < 0 ? -1 : 0;
 }
 
 int ns_rootfs_pivot(const struct ns_spawn_opts *o, struct err **err)

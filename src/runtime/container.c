@@ -60,7 +60,16 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
     p->dirfd = state_dir_create(p->rootfd, o->id, err);
     if (p->dirfd < 0)
         return -1;
-    cleanup_free char *cgpath = cgroup_path_for(p->cfg->linux_.cgroups_path, o->id);
+    /* Containers of another --root may reuse ids: their default cgroups
+     * must not meet ours. */
+    char scope[32] = "cocoon";
+    if (strcmp(rt->root, COCOON_DEFAULT_ROOT) != 0) {
+        uint32_t h = 2166136261u; /* FNV-1a */
+        for (const char *c = rt->root; *c; c++)
+            h = (h ^ (unsigned char)*c) * 16777619u;
+        snprintf(scope, sizeof(scope), "cocoon-%08x", h);
+    }
+    cleanup_free char *cgpath = cgroup_path_for(p->cfg->linux_.cgroups_path, o->id, scope);
     if (cgroup_create(p->cfg, cgpath, &p->cg, err) < 0)
         return -1;
     return 0;

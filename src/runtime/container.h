@@ -7,6 +7,9 @@
 
 struct err;
 
+/* The state root when --root is not given. */
+#define COCOON_DEFAULT_ROOT "/run/cocoon"
+
 /* Global options shared by every command. */
 struct runtime {
     const char *root; /* state directory root, default /run/cocoon */

@@ -110,7 +110,9 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
     terminal_restore(0, saved_tty);
     sigprocmask(SIG_SETMASK, &old, NULL);
     struct err *e2 = NULL;
-    if (container_delete(rt, o->id, true, &e2) < 0 && r == 0) {
+    /* Someone may have deleted it already (delete --force elsewhere). */
+    if (container_delete(rt, o->id, true, &e2) < 0 && r == 0 &&
+        faccessat(p.rootfd, o->id, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
         *err = e2;
         e2 = NULL;
         r = -1;
