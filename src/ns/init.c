@@ -161,6 +161,11 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1)
         _exit(1); /* the parent is already gone */
+    /* Until exec this process runs cocoon's binary: not dumpable, so that a
+     * process in the container cannot open /proc/<pid>/exe and later write
+     * the host's cocoon through it (the CVE-2019-5736 class). execve makes
+     * the user's program dumpable again. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     int keep[OCI_NS_COUNT + 3 + CGROUP_MAX_HIER];
     size_t nkeep = 0;
     keep[nkeep++] = sync_fd;

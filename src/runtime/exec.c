@@ -162,6 +162,7 @@ struct exec_child {
 
 static int exec_child_run(const struct exec_child *c, char **exe, struct err **err)
 {
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* see ns/init.c: CVE-2019-5736 */
     if (c->cg && cgroup_enter(c->cg, 0, c->in_v2, err) < 0)
         return -1;
     int flags = c->join_flags & ~(CLONE_NEWPID | CLONE_NEWTIME);
