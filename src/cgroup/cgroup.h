@@ -60,3 +60,12 @@ int cgroup_kill_all(const char *path, int sig);
 
 /* Write linux.resources into an existing cgroup (create and update). */
 int cgroup_apply_resources(const struct oci_config *cfg, struct cgroup *cg, struct err **err);
+
+/* Freeze (pause) or thaw (resume) the cgroup and wait until it is done. */
+int cgroup_freeze(const struct cgroup *cg, bool freeze, struct err **err);
+
+/* runc-style statistics (cpu, memory, pids) of the cgroup as JSON. */
+char *cgroup_stats_json(const struct cgroup *cg);
+
+/* The pids in the cgroup; *out is a new array. */
+int cgroup_pids(const struct cgroup *cg, int **out, size_t *n, struct err **err);

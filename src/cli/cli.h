@@ -18,6 +18,11 @@ int cmd_run(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_list(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_spec(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_exec(const struct runtime *rt, int argc, char **argv, struct err **err);
+int cmd_pause(const struct runtime *rt, int argc, char **argv, struct err **err);
+int cmd_resume(const struct runtime *rt, int argc, char **argv, struct err **err);
+int cmd_ps(const struct runtime *rt, int argc, char **argv, struct err **err);
+int cmd_update(const struct runtime *rt, int argc, char **argv, struct err **err);
+int cmd_events(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_features(const struct runtime *rt, int argc, char **argv, struct err **err);
 
 /* Parse the options shared by create and run; `run` adds --detach.

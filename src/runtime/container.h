@@ -84,5 +84,19 @@ struct exec_opts {
 int container_exec(const struct runtime *rt, const struct exec_opts *o, int *status,
                    struct err **err);
 
+/* Freeze (pause) or thaw (resume) a running container. */
+int container_pause(const struct runtime *rt, const char *id, bool pause, struct err **err);
+
+/* The host pids of every process in the container. */
+int container_pids(const struct runtime *rt, const char *id, int **pids, size_t *n,
+                   struct err **err);
+
+/* Apply a linux.resources JSON object to a running container's cgroup. */
+int container_update(const struct runtime *rt, const char *id, const char *resources_json,
+                     struct err **err);
+
+/* One runc-style stats event (JSON) of a container. */
+int container_stats(const struct runtime *rt, const char *id, char **out, struct err **err);
+
 /* Parse a signal name ("KILL", "SIGKILL", "sigterm") or number; <0 if bad. */
 int signal_parse(const char *s);
