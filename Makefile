@@ -37,11 +37,14 @@ FUZZ_SECONDS ?= 20
 test-fuzz:
 	@CC=clang meson setup build-fuzz -Dfuzz=true -Dstatic=false -Db_sanitize=address,undefined -Db_lundef=false >/dev/null 2>&1 || true
 	ninja -C build-fuzz
+	@mkdir -p tests/fuzz/crashes
 	@for f in build-fuzz/tests/fuzz/fuzz_*; do \
-	  [ -x "$$f" ] || continue; \
-	  name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; \
+	  [ -f "$$f" ] && [ -x "$$f" ] || continue; \
+	  name=$$(basename $$f); seeds=tests/fuzz/corpus/$${name#fuzz_}; \
+	  work=build-fuzz/corpus-$${name#fuzz_}; mkdir -p $$work; \
 	  echo "+ $$name for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $$corpus >/dev/null 2>build-fuzz/$$name.log \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 -artifact_prefix=tests/fuzz/crashes/ \
+	    $$work $$seeds >/dev/null 2>build-fuzz/$$name.log \
 	    || { tail -40 build-fuzz/$$name.log; exit 1; }; \
 	done
 

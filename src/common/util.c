@@ -40,14 +40,16 @@ int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *le
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
         cap = (size_t)st.st_size + 1;
-    if (cap > max + 1)
-        cap = max + 1;
+    /* One byte more than max lets a file of exactly max bytes be told
+     * apart from a larger one, plus one for the NUL. */
+    if (cap > max + 2)
+        cap = max + 2;
     buf = xmalloc(cap);
     for (;;) {
+        if (n > max)
+            return err_make(err, EFBIG, "read `%s`", path);
         if (n + 1 >= cap) {
-            if (cap > max)
-                return err_make(err, EFBIG, "read `%s`", path);
-            cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            cap = cap * 2 > max + 2 ? max + 2 : cap * 2;
             char *nb = realloc(buf, cap);
             if (nb == NULL)
                 return err_make(err, ENOMEM, "read `%s`", path);
@@ -63,6 +65,8 @@ int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *le
             break;
         n += (size_t)r;
     }
+    if (n > max)
+        return err_make(err, EFBIG, "read `%s`", path);
     buf[n] = '\0';
     if (len)
         *len = n;

@@ -213,5 +213,11 @@ int path_resolve_parent(int rootfd, const char *path, const char **leaf, const c
     if (dir == NULL)
         abort();
     *leaf = name;
-    return path_resolve_in_root(rootfd, dir[0] ? dir : "/", PATH_MKDIR, label, err);
+    int fd = path_resolve_in_root(rootfd, dir[0] ? dir : "/", PATH_MKDIR, label, err);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode))) {
+        close(fd);
+        return err_make(err, ENOTDIR, "%s `%s`: `%s` is not a directory", label, path, dir);
+    }
+    return fd;
 }

@@ -119,9 +119,9 @@ static int get_int64(struct pctx *p, struct json_object *obj, const char *base,
         return r;
     char path[PATHLEN];
     join_path(path, base, key);
-    errno = 0;
+    /* json-c saturates integers that do not fit: the extremes mean overflow. */
     int64_t x = json_object_get_int64(v);
-    if (x < min || x > max || (x == INT64_MAX && errno == ERANGE))
+    if (x < min || x > max || x == INT64_MAX || x == INT64_MIN)
         return err_input(p->err, "%s: `%s` is out of range [%lld, %lld]", p->name, path,
                         (long long)min, (long long)max);
     *out = x;
@@ -804,6 +804,15 @@ int oci_config_parse(const char *data, size_t len, const char *name, struct oci_
     struct json_object *root = json_tokener_parse_ex(tok, data, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t off = json_tokener_get_parse_end(tok);
+    if (root == NULL && jerr == json_tokener_continue && off >= len) {
+        /* A bare scalar at the very end needs an end-of-input to finish. */
+        root = json_tokener_parse_ex(tok, "", 1);
+        jerr = json_tokener_get_error(tok);
+    }
+    if (root == NULL && jerr == json_tokener_success) {
+        json_tokener_free(tok);
+        return err_input(err, "%s: `(document)` must be an object, not null", name);
+    }
     json_tokener_free(tok);
     if (root == NULL || jerr != json_tokener_success ||
         (off < len && strspn(data + off, " \t\r\n") != len - off)) {
@@ -817,8 +826,9 @@ int oci_config_parse(const char *data, size_t len, const char *name, struct oci_
                 col++;
         }
         const char *why = jerr == json_tokener_success ? "trailing data after the document"
-                          : jerr == json_tokener_continue ? "unexpected end of input"
-                                                          : json_tokener_error_desc(jerr);
+                          : jerr == json_tokener_continue || jerr == json_tokener_error_parse_eof
+                              ? "unexpected end of input"
+                              : json_tokener_error_desc(jerr);
         return err_input(err, "%s: malformed JSON at line %zu, column %zu: %s", name,
                         line, col, why);
     }
@@ -871,13 +881,20 @@ int oci_process_parse(const char *data, size_t len, const char *name, struct oci
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     struct json_object *obj = json_tokener_parse_ex(tok, data, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
+    if (obj == NULL && jerr == json_tokener_continue) {
+        obj = json_tokener_parse_ex(tok, "", 1);
+        jerr = json_tokener_get_error(tok);
+    }
     json_tokener_free(tok);
+    if (obj == NULL && jerr == json_tokener_success)
+        return err_input(err, "%s: `(document)` must be an object, not null", name);
     if (obj == NULL || jerr != json_tokener_success) {
         if (obj)
             json_object_put(obj);
         return err_input(err, "%s: malformed JSON: %s", name,
-                        jerr == json_tokener_continue ? "unexpected end of input"
-                                                      : json_tokener_error_desc(jerr));
+                         jerr == json_tokener_continue || jerr == json_tokener_error_parse_eof
+                             ? "unexpected end of input"
+                             : json_tokener_error_desc(jerr));
     }
     /* Parse it as the `process` member of a document, to share the checks. */
     struct json_object *root = json_object_new_object();

@@ -118,6 +118,8 @@ int state_dir_open(int rootfd, const char *id, struct err **err)
 
 int state_dir_remove(int rootfd, const char *id, struct err **err)
 {
+    if (state_check_id(id, err) < 0)
+        return -1;
     cleanup_close int fd = openat(rootfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)

@@ -252,6 +252,12 @@ static int load(const struct runtime *rt, const char *id, int *rootfd,
         close(dirfd);
         return err_wrap(err, "container `%s`", id);
     }
+    if (strcmp((*st)->id, id) != 0) {
+        close(dirfd);
+        state_free(*st);
+        *st = NULL;
+        return err_make(err, EINVAL, "container `%s`: its state names another id", id);
+    }
     return dirfd;
 }
 

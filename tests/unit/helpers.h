@@ -56,7 +56,7 @@ static inline char *make_tmpdir(const char *tag)
         base = "/tmp";
     char *dir = xasprintf("%s/cocoon-%s.XXXXXX", base, tag);
     if (mkdtemp(dir) == NULL)
-        fail_msg("mkdtemp %s: %s", dir, strerror(errno));
+        fail_msg("mkdtemp in %s: %s", base, strerror(errno));
     return dir;
 }
 
