@@ -197,10 +197,10 @@ static void remove_dirs(const char *dir, const char *top)
 
 /* On v2, enable the controllers the parent offers along the path, so that
  * the container's cgroup gets memory.max, cpu.max, pids.max... */
-static void v2_enable_controllers(const char *path)
+static void v2_enable_controllers(const char *root, const char *path)
 {
     cleanup_free char *p = xstrdup(path);
-    cleanup_free char *dir = xstrdup(CGROUP_ROOT);
+    cleanup_free char *dir = xstrdup(root);
     char *psave = NULL;
     for (char *tok = strtok_r(p, "/", &psave); tok; tok = strtok_r(NULL, "/", &psave)) {
         char ctrls[512];
@@ -246,7 +246,9 @@ int cgroup_create(const struct oci_config *cfg, const char *path, struct cgroup 
     cg->path = xstrdup(path);
     char *created[CGROUP_MAX_HIER] = {0};
     if (cg->mode == CGROUP_V2)
-        v2_enable_controllers(path);
+        v2_enable_controllers(CGROUP_ROOT, path);
+    else if (cg->mode == CGROUP_HYBRID)
+        v2_enable_controllers(CGROUP_ROOT "/unified", path);
     for (size_t i = 0; i < cg->n; i++) {
         if (make_dirs(cg->names[i], path, &created[i], err) < 0)
             goto fail;

@@ -69,3 +69,8 @@ char *cgroup_stats_json(const struct cgroup *cg);
 
 /* The pids in the cgroup; *out is a new array. */
 int cgroup_pids(const struct cgroup *cg, int **out, size_t *n, struct err **err);
+
+/* linux.resources.devices: v1 allow/deny lists, v2 an eBPF device program;
+ * the default devices of every container are allowed after the rules. */
+struct json_object;
+int cgroup_apply_devices(struct json_object *rules, struct cgroup *cg, struct err **err);

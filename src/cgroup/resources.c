@@ -26,7 +26,17 @@ static int ctrl_fd(const struct cgroup *cg, const char *ctrl)
             if ((p == n || p[-1] == ',') && (p[l] == '\0' || p[l] == ','))
                 return cg->dirfds[i];
     }
+    /* Hybrid: a controller not among the v1 hierarchies may be on the
+     * cgroup2 mount (hugetlb is, on this project's build machines). */
+    if (cg->mode == CGROUP_HYBRID)
+        return cgroup_v2_fd(cg);
     return -1;
+}
+
+/* The v2 directory, or -1 (v1-only hosts). */
+static int v2_fd(const struct cgroup *cg)
+{
+    return cg->mode == CGROUP_V1 ? -1 : cgroup_v2_fd(cg);
 }
 
 static int write_ctrl(const struct cgroup *cg, const char *ctrl, const char *file,
@@ -194,6 +204,141 @@ static int apply_cpu(struct json_object *cpu, struct cgroup *cg, struct err **er
     return 0;
 }
 
+/* Per-device entries of blockIO: "major:minor <value>" lines. */
+static int apply_block_devices(struct json_object *bio, const char *key, const char *vkey,
+                               const char *v1file, const char *v2file, const char *v2fmt,
+                               struct cgroup *cg, struct err **err)
+{
+    struct json_object *arr;
+    if (!json_object_object_get_ex(bio, key, &arr) || arr == NULL)
+        return 0;
+    char base[96];
+    snprintf(base, sizeof(base), "linux.resources.blockIO.%s", key);
+    if (json_object_get_type(arr) != json_type_array)
+        return err_input(err, "config.json: `%s` must be an array", base);
+    bool v2 = cg->mode == CGROUP_V2;
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        struct json_object *e = json_object_array_get_idx(arr, i);
+        char eb[128];
+        snprintf(eb, sizeof(eb), "%s[%zu]", base, i);
+        int64_t major = -1, minor = -1, val = -1;
+        if (json_object_get_type(e) != json_type_object || get_i64(e, "major", eb, &major, err) <= 0 ||
+            get_i64(e, "minor", eb, &minor, err) <= 0 || get_i64(e, vkey, eb, &val, err) <= 0 ||
+            major < 0 || minor < 0 || val < 0) {
+            if (err && *err)
+                return -1;
+            return err_input(err, "config.json: `%s` needs major, minor and %s", eb, vkey);
+        }
+        char line[96];
+        if (v2)
+            snprintf(line, sizeof(line), v2fmt, major, minor, val);
+        else
+            snprintf(line, sizeof(line), "%" PRId64 ":%" PRId64 " %" PRId64, major, minor, val);
+        if (write_ctrl(cg, v2 ? "io" : "blkio", v2 ? v2file : v1file, line, eb, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int apply_blkio(struct json_object *bio, struct cgroup *cg, struct err **err)
+{
+    const char *b = "linux.resources.blockIO";
+    bool v2 = cg->mode == CGROUP_V2;
+    int64_t w = 0;
+    int hw = get_i64(bio, "weight", b, &w, err);
+    if (hw < 0)
+        return -1;
+    if (hw) {
+        if (w < 10 || w > 1000)
+            return err_input(err, "config.json: `%s.weight` must be 10..1000", b);
+        char buf[32];
+        if (v2)
+            snprintf(buf, sizeof(buf), "default %" PRId64, 1 + (w - 10) * 9999 / 990);
+        else
+            snprintf(buf, sizeof(buf), "%" PRId64, w);
+        /* v1 with the bfq scheduler only has blkio.bfq.weight */
+        if (write_ctrl(cg, v2 ? "io" : "blkio", v2 ? "io.weight" : "blkio.weight", buf,
+                       "linux.resources.blockIO.weight", err) < 0) {
+            if (v2)
+                return -1;
+            err_free(err);
+            if (write_ctrl(cg, "blkio", "blkio.bfq.weight", buf + 0,
+                           "linux.resources.blockIO.weight", err) < 0)
+                return -1;
+        }
+    }
+    return apply_block_devices(bio, "weightDevice", "weight", "blkio.weight_device",
+                               "io.weight", "%" PRId64 ":%" PRId64 " %" PRId64, cg, err) < 0 ||
+                   apply_block_devices(bio, "throttleReadBpsDevice", "rate",
+                                       "blkio.throttle.read_bps_device", "io.max",
+                                       "%" PRId64 ":%" PRId64 " rbps=%" PRId64, cg, err) < 0 ||
+                   apply_block_devices(bio, "throttleWriteBpsDevice", "rate",
+                                       "blkio.throttle.write_bps_device", "io.max",
+                                       "%" PRId64 ":%" PRId64 " wbps=%" PRId64, cg, err) < 0 ||
+                   apply_block_devices(bio, "throttleReadIOPSDevice", "rate",
+                                       "blkio.throttle.read_iops_device", "io.max",
+                                       "%" PRId64 ":%" PRId64 " riops=%" PRId64, cg, err) < 0 ||
+                   apply_block_devices(bio, "throttleWriteIOPSDevice", "rate",
+                                       "blkio.throttle.write_iops_device", "io.max",
+                                       "%" PRId64 ":%" PRId64 " wiops=%" PRId64, cg, err) < 0
+               ? -1
+               : 0;
+}
+
+static int apply_hugetlb(struct json_object *arr, struct cgroup *cg, struct err **err)
+{
+    const char *b = "linux.resources.hugepageLimits";
+    if (json_object_get_type(arr) != json_type_array)
+        return err_input(err, "config.json: `%s` must be an array", b);
+    bool v2 = cg->mode == CGROUP_V2 || ctrl_fd(cg, "hugetlb") == v2_fd(cg);
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        struct json_object *e = json_object_array_get_idx(arr, i);
+        char eb[96];
+        snprintf(eb, sizeof(eb), "%s[%zu]", b, i);
+        const char *size = NULL;
+        int64_t limit = 0;
+        if (json_object_get_type(e) != json_type_object || get_str(e, "pageSize", eb, &size, err) <= 0 ||
+            get_i64(e, "limit", eb, &limit, err) <= 0) {
+            if (err && *err)
+                return -1;
+            return err_input(err, "config.json: `%s` needs pageSize and limit", eb);
+        }
+        for (const char *c = size; *c; c++)
+            if (!((*c >= '0' && *c <= '9') || (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z')))
+                return err_input(err, "config.json: `%s.pageSize` `%s` is not a page size", eb,
+                                 size);
+        char file[64], val[32];
+        snprintf(file, sizeof(file), v2 ? "hugetlb.%s.max" : "hugetlb.%s.limit_in_bytes", size);
+        snprintf(val, sizeof(val), "%" PRId64, limit);
+        if (write_ctrl(cg, "hugetlb", file, val, eb, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* linux.resources.unified: cgroup v2 files by name. */
+static int apply_unified(struct json_object *u, struct cgroup *cg, struct err **err)
+{
+    const char *b = "linux.resources.unified";
+    if (json_object_get_type(u) != json_type_object)
+        return err_input(err, "config.json: `%s` must be an object", b);
+    int dfd = v2_fd(cg);
+    if (json_object_object_length(u) > 0 && dfd < 0)
+        return err_input(err, "config.json: `%s` needs cgroup v2", b);
+    json_object_object_foreach(u, key, val)
+    {
+        if (json_object_get_type(val) != json_type_string)
+            return err_input(err, "config.json: `%s.%s` must be a string", b, key);
+        if (strchr(key, '/') || key[0] == '.' || key[0] == '\0')
+            return err_input(err, "config.json: `%s`: invalid file name `%s`", b, key);
+        cleanup_close int fd = openat(dfd, key, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        const char *v = json_object_get_string(val);
+        if (fd < 0 || write(fd, v, strlen(v)) < 0)
+            return err_make(err, errno, "%s.%s: write `%s`", b, key, v);
+    }
+    return 0;
+}
+
 int cgroup_apply_resources(const struct oci_config *cfg, struct cgroup *cg, struct err **err)
 {
     struct json_object *res = cfg->linux_.resources;
@@ -209,6 +354,16 @@ int cgroup_apply_resources(const struct oci_config *cfg, struct cgroup *cg, stru
         return -1;
     struct json_object *pids = get_obj(res, "pids", b, err, &r);
     if (r < 0)
+        return -1;
+    struct json_object *bio = get_obj(res, "blockIO", b, err, &r);
+    if (r < 0 || (bio && apply_blkio(bio, cg, err) < 0))
+        return -1;
+    struct json_object *v;
+    if (json_object_object_get_ex(res, "hugepageLimits", &v) && v && apply_hugetlb(v, cg, err) < 0)
+        return -1;
+    if (json_object_object_get_ex(res, "unified", &v) && v && apply_unified(v, cg, err) < 0)
+        return -1;
+    if (json_object_object_get_ex(res, "devices", &v) && v && cgroup_apply_devices(v, cg, err) < 0)
         return -1;
     int64_t limit = 0;
     int hl = get_i64(pids, "limit", "linux.resources.pids", &limit, err);
