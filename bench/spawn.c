@@ -1,6 +1,6 @@
 /* spawn: run one command and report what it cost, for bench/run.py.
  *
- *   spawn [-l LOGFILE] [-x] -- PROGRAM [ARGS...]
+ *   spawn [-l LOGFILE] [-n NSFILE] [-x] -- PROGRAM [ARGS...]
  *
  * Prints one line on stdout:
  *   wall_ns=N utime_us=N stime_us=N maxrss_kb=N status=N [hwm_kb=N]
@@ -24,6 +24,9 @@
  * would swamp a runtime's real peak. Forked from this small static program,
  * the pre-exec floor is ~100 KiB (bench/run.py measures it: the "floor" row).
  *
+ * -n NSFILE: join that mount namespace (setns) before timing starts, so
+ * PROGRAM runs there; the cwd becomes that namespace's /.
+ *
  * PROGRAM's stdout and stderr go to LOGFILE (opened before timing starts),
  * its stdin is whatever spawn got.
  */
@@ -35,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -65,17 +69,18 @@ static long read_hwm_kb(pid_t pid)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: spawn [-l LOGFILE] [-x] -- PROGRAM [ARGS...]\n");
+    fprintf(stderr, "usage: spawn [-l LOGFILE] [-n NSFILE] [-x] -- PROGRAM [ARGS...]\n");
     exit(125);
 }
 
 int main(int argc, char **argv)
 {
-    const char *logfile = NULL;
+    const char *logfile = NULL, *nsfile = NULL;
     int trace = 0, opt;
-    while ((opt = getopt(argc, argv, "+l:x")) != -1) {
+    while ((opt = getopt(argc, argv, "+l:n:x")) != -1) {
         switch (opt) {
         case 'l': logfile = optarg; break;
+        case 'n': nsfile = optarg; break;
         case 'x': trace = 1; break;
         default: usage();
         }
@@ -91,6 +96,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "spawn: %s: %s\n", logfile, strerror(errno));
             return 125;
         }
+    }
+    if (nsfile) {
+        int nsfd = open(nsfile, O_RDONLY | O_CLOEXEC);
+        if (nsfd < 0 || setns(nsfd, CLONE_NEWNS) < 0) {
+            fprintf(stderr, "spawn: join mount namespace %s: %s\n", nsfile, strerror(errno));
+            return 125;
+        }
+        close(nsfd);
     }
     /* The runtime must not inherit our result pipe as its stdout. */
     int outfd = dup(STDOUT_FILENO);

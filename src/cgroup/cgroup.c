@@ -144,7 +144,25 @@ static void cpuset_inherit(const char *dir, const char *file)
 
 /* mkdir -p of `path` under hierarchy `name`; records the first directory it
  * created in *created (to undo), NULL if all existed. */
+static int make_dirs_once(const char *name, const char *path, char **created,
+                          struct err **err);
+
+/* A concurrent delete may remove an empty cocoon parent between our mkdir
+ * of it and of the leaf: start over when that happens. */
 static int make_dirs(const char *name, const char *path, char **created, struct err **err)
+{
+    for (int tries = 0;; tries++) {
+        int r = make_dirs_once(name, path, created, err);
+        if (r == 0 || err_code(*err) != ENOENT || tries == 20)
+            return r;
+        err_free(err);
+        free(*created);
+        *created = NULL;
+    }
+}
+
+static int make_dirs_once(const char *name, const char *path, char **created,
+                          struct err **err)
 {
     cleanup_free char *full = hier_dir(name, path);
     size_t base = strlen(full) - strlen(path);
@@ -164,13 +182,13 @@ static int make_dirs(const char *name, const char *path, char **created, struct 
             int e = errno;
             return err_make(err, e, "create cgroup `%s`", full);
         }
-        if (r == 0) {
-            if (*created == NULL)
-                *created = xstrdup(full);
-            if (strcmp(name, "cpuset") == 0) {
-                cpuset_inherit(full, "cpuset.cpus");
-                cpuset_inherit(full, "cpuset.mems");
-            }
+        if (r == 0 && *created == NULL)
+            *created = xstrdup(full);
+        /* Every level, new or not: a parent made by a concurrent create may
+         * not have its cpus and mems yet (idempotent). */
+        if (strcmp(name, "cpuset") == 0) {
+            cpuset_inherit(full, "cpuset.cpus");
+            cpuset_inherit(full, "cpuset.mems");
         }
         *s = saved;
         if (saved == '\0')
@@ -353,6 +371,13 @@ int cgroup_destroy(const char *path, struct err **err)
     int r = 0;
     for (size_t i = 0; i < n; i++) {
         cleanup_free char *dir = hier_dir(names[i], path);
+        cleanup_free char *parent = NULL;
+        /* cocoon's own parent (cocoon/ or cocoon-<root hash>/) goes when empty;
+         * parents given by linux.cgroupsPath belong to whoever chose them. */
+        const char *slash = strchr(path, '/');
+        if (slash && !strchr(slash + 1, '/') &&
+            (strncmp(path, "cocoon/", 7) == 0 || strncmp(path, "cocoon-", 7) == 0))
+            parent = hier_dir(names[i], "");
         /* The last processes may still be exiting: retry briefly. */
         for (int tries = 0; tries < 200; tries++) {
             if (rmdir(dir) == 0 || errno == ENOENT)
@@ -366,6 +391,10 @@ int cgroup_destroy(const char *path, struct err **err)
             nanosleep(&ts, NULL);
             if (tries == 199 && r == 0)
                 r = err_make(err, EBUSY, "remove cgroup `%s`", dir);
+        }
+        if (parent) {
+            cleanup_free char *pdir = xasprintf("%s%.*s", parent, (int)(slash - path), path);
+            rmdir(pdir); /* EBUSY while other containers use it: fine */
         }
         free(names[i]);
     }

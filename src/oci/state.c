@@ -75,21 +75,30 @@ int state_dir_create(int rootfd, const char *id, struct err **err)
 {
     if (state_check_id(id, err) < 0)
         return -1;
-    if (mkdirat(rootfd, id, 0700) < 0) {
-        if (errno == EEXIST)
-            return err_make(err, 0, "container `%s` already exists", id);
+    /* Made under a temporary name, locked, then renamed into place: nobody
+     * can see (and delete) the directory of a create before it is locked. */
+    char tmp[64];
+    snprintf(tmp, sizeof(tmp), ".new-%d", (int)getpid());
+    if (mkdirat(rootfd, tmp, 0700) < 0 && errno != EEXIST)
         return err_make(err, errno, "create state directory for `%s`", id);
-    }
-    int fd = openat(rootfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(rootfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        unlinkat(rootfd, id, AT_REMOVEDIR);
+        unlinkat(rootfd, tmp, AT_REMOVEDIR);
         return err_make(err, e, "open state directory for `%s`", id);
     }
     if (lock_dir(fd, id, err) < 0) {
         close(fd);
-        unlinkat(rootfd, id, AT_REMOVEDIR);
+        unlinkat(rootfd, tmp, AT_REMOVEDIR);
         return -1;
+    }
+    if (renameat2(rootfd, tmp, rootfd, id, RENAME_NOREPLACE) < 0) {
+        int e = errno;
+        close(fd);
+        unlinkat(rootfd, tmp, AT_REMOVEDIR);
+        if (e == EEXIST || e == ENOTEMPTY)
+            return err_make(err, 0, "container `%s` already exists", id);
+        return err_make(err, e, "create state directory for `%s`", id);
     }
     return fd;
 }

@@ -8,6 +8,7 @@ leftover processes can be found by scanning /proc/*/environ.
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +33,13 @@ def wait_for(pred, what, timeout=TIMEOUT, interval=0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_line(path, what=None):
+    """Wait until path holds at least one complete line (a shell's `echo x >
+    f` creates f before writing to it); return the content."""
+    return wait_for(lambda: (read_file(path) or "").endswith("\n") and read_file(path),
+                    what or f"a line in {path}")
 
 
 def read_file(path, default=None):
@@ -111,6 +119,66 @@ def mount_snapshot(*prefixes):
     return sorted(res)
 
 
+# ---------------------------------------------------------------- cgroups
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+DEFAULT_ROOT = "/run/cocoon"
+
+
+def _hierarchies():
+    """Directories of the cgroup hierarchies ("" for a pure v2 host)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            kinds = {l.split(" - ")[1].split()[0] for l in f
+                     if l.split()[4] == CGROUP_ROOT}
+    except OSError:
+        return []
+    if "cgroup2" in kinds:
+        return [CGROUP_ROOT]
+    try:
+        return [os.path.join(CGROUP_ROOT, h) for h in sorted(os.listdir(CGROUP_ROOT))
+                if os.path.isdir(os.path.join(CGROUP_ROOT, h))]
+    except OSError:
+        return []
+
+
+HIERARCHIES = _hierarchies()
+
+
+def cgroup_scope(root):
+    """The parent of cocoon's default cgroups for a state root: `cocoon` for
+    the default root, else `cocoon-<FNV-1a of the --root string>` (mirrors
+    src/runtime/container.c; ids from different roots must not meet)."""
+    root = str(root)
+    if root == DEFAULT_ROOT:
+        return "cocoon"
+    h = 2166136261
+    for c in root.encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    return f"cocoon-{h:08x}"
+
+
+def cgroup_dirs(cid, roots=()):
+    """Existing cgroup directories of container cid at cocoon's default
+    cgroup path (<scope>/<id>) for the given state roots (and the plain
+    `cocoon` scope), in every hierarchy."""
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,1024}", cid) or cid in (".", ".."):
+        return []  # not a valid id: cocoon never made a cgroup for it
+    scopes = {"cocoon"} | {cgroup_scope(r) for r in roots}
+    return sorted(d for h in HIERARCHIES for sc in scopes
+                  for d in [os.path.join(h, sc, cid)] if os.path.isdir(d))
+
+
+def cgroup_scope_dirs(root):
+    """Existing per-root parent cgroups (none for the default root)."""
+    sc = cgroup_scope(root)
+    if sc == "cocoon":
+        return []
+    return [d for h in HIERARCHIES for d in [os.path.join(h, sc)] if os.path.isdir(d)]
+
+
 # ---------------------------------------------------------------- cocoon
 
 class Result:
@@ -134,9 +202,23 @@ class Cocoon:
         self.token = token
         self.env = dict(os.environ)
         self.env[TOKEN_VAR] = token
+        self.ids = set()  # every id passed to create/run
+        self.roots = {self.root}  # every --root used
+
+    def id(self, name):
+        """A container id unique to this test (and machine-wide), so that
+        suites running at the same time never meet, whatever cocoon derives
+        from the id (cgroup names), and leftovers can be attributed."""
+        return f"{name}-{self.token[:8]}"
 
     def argv(self, args, glob=(), with_root=True):
         pre = ["--root", self.root] if with_root else []
+        g = [str(x) for x in glob]
+        for i, a in enumerate(g[:-1]):
+            if a == "--root":
+                self.roots.add(g[i + 1])
+        if args and args[0] in ("create", "run"):
+            self.ids.add(str(args[-1]))
         return [COCOON, *pre, *glob, *[str(a) for a in args]]
 
     def __call__(self, *args, glob=(), with_root=True, timeout=TIMEOUT, stdin=None,
@@ -206,6 +288,25 @@ class Cocoon:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+        # cgroups of containers a failed test left (e.g. in another --root),
+        # and the per-root parent cgroups (empty ones only: rmdir)
+        dirs = [d for cid in self.ids for d in cgroup_dirs(cid, self.roots)]
+        dirs += [d for r in self.roots for d in cgroup_scope_dirs(r)]
+        for d in dirs:
+            try:
+                wait_for(lambda: _try_rmdir(d), f"rmdir {d}", timeout=5)
+            except AssertionError:
+                pass
+
+
+def _try_rmdir(d):
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def assert_one_error(r, expect=()):
