@@ -9,8 +9,8 @@ group=${1:-all}
 pkgs="meson ninja-build pkg-config gcc libjson-c-dev libcap-dev libseccomp-dev busybox-static"
 case "$group" in
   build) ;;
-  test) pkgs="$pkgs libcmocka-dev python3-pytest clang iproute2 util-linux file" ;;
-  all|bench) pkgs="$pkgs libcmocka-dev python3-pytest clang iproute2 util-linux file runc crun hyperfine python3-matplotlib" ;;
+  test) pkgs="$pkgs libcmocka-dev python3-pytest clang iproute2 util-linux file podman containerd" ;;
+  all|bench) pkgs="$pkgs libcmocka-dev python3-pytest clang iproute2 util-linux file podman containerd runc crun hyperfine python3-matplotlib" ;;
   *) echo "usage: $0 [build|test|bench|all]" >&2; exit 2 ;;
 esac
 missing=""
