@@ -206,6 +206,8 @@ int ns_seccomp_build(struct json_object *sc, struct seccomp_plan **out, struct e
         free(p);
         return err_input(err, "seccomp_init");
     }
+    /* no_new_privs is process.noNewPrivileges' business, not libseccomp's */
+    seccomp_attr_set(p->ctx, SCMP_FLTATR_CTL_NNP, 0);
     int r;
     struct json_object *archs = jarr(sc, "architectures", B, err, &r);
     struct json_object *flags = r < 0 ? NULL : jarr(sc, "flags", B, err, &r);

@@ -53,7 +53,30 @@ static const char default_spec[] =
     "      \"/proc/latency_stats\", \"/proc/timer_list\", \"/proc/timer_stats\",\n"
     "      \"/proc/sched_debug\", \"/sys/firmware\", \"/proc/scsi\" ],\n"
     "    \"readonlyPaths\": [ \"/proc/bus\", \"/proc/fs\", \"/proc/irq\", \"/proc/sys\",\n"
-    "      \"/proc/sysrq-trigger\" ]\n"
+    "      \"/proc/sysrq-trigger\" ],\n"
+    /* cocoon's default profile: everything is allowed except what a
+     * container never needs and what has been the way out of containers
+     * (module loading, kexec, mounts, namespaces, keyrings, bpf, ptrace...).
+     * A short deny list keeps the filter small and quick to build. */
+    "    \"seccomp\": {\n"
+    "      \"defaultAction\": \"SCMP_ACT_ALLOW\",\n"
+    "      \"architectures\": [ \"SCMP_ARCH_X86_64\", \"SCMP_ARCH_X86\", \"SCMP_ARCH_X32\" ],\n"
+    "      \"syscalls\": [ {\n"
+    "        \"names\": [ \"acct\", \"add_key\", \"bpf\", \"clock_adjtime\", \"clock_settime\",\n"
+    "          \"create_module\", \"delete_module\", \"finit_module\", \"fsconfig\", \"fsmount\",\n"
+    "          \"fsopen\", \"fspick\", \"get_kernel_syms\", \"init_module\", \"iopl\", \"ioperm\",\n"
+    "          \"kcmp\", \"kexec_file_load\", \"kexec_load\", \"keyctl\", \"lookup_dcookie\",\n"
+    "          \"mount\", \"mount_setattr\", \"move_mount\", \"name_to_handle_at\", \"nfsservctl\",\n"
+    "          \"open_by_handle_at\", \"open_tree\", \"perf_event_open\", \"pivot_root\",\n"
+    "          \"process_vm_readv\", \"process_vm_writev\", \"ptrace\", \"query_module\",\n"
+    "          \"quotactl\", \"quotactl_fd\", \"reboot\", \"request_key\", \"setns\",\n"
+    "          \"settimeofday\", \"stime\", \"swapoff\", \"swapon\", \"syslog\", \"umount\",\n"
+    "          \"umount2\", \"unshare\", \"uselib\", \"userfaultfd\", \"ustat\", \"vhangup\",\n"
+    "          \"vm86\", \"vm86old\", \"_sysctl\", \"sysfs\", \"adjtimex\" ],\n"
+    "        \"action\": \"SCMP_ACT_ERRNO\",\n"
+    "        \"errnoRet\": 1\n"
+    "      } ]\n"
+    "    }\n"
     "  }\n"
     "}\n";
 
