@@ -28,6 +28,7 @@ static const struct {
     {"update", cmd_update, "change the resources of a running container"},
     {"events", cmd_events, "print resource statistics of a container (--stats: once)"},
     {"list", cmd_list, "list containers"},
+    {"vm", cmd_vm, "boot a kernel in a cocoon microVM (vm run --kernel ...)"},
     {"spec", cmd_spec, "write a default config.json"},
     {"features", cmd_features, "print the features this runtime supports as JSON"},
 };

@@ -1,0 +1,102 @@
+/* `cocoon vm run`: boot a kernel in a cocoon microVM (like `lkvm run`). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/cleanup.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "vmm/vm.h"
+
+static int vm_run_cmd(int argc, char **argv, struct err **err)
+{
+    static const struct option opts[] = {
+        {"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
+        {"cmdline", required_argument, NULL, 'c'}, {"cpus", required_argument, NULL, 'p'},
+        {"memory", required_argument, NULL, 'm'}, {"console", required_argument, NULL, 'C'},
+        {"hugepages", no_argument, NULL, 'H'}, {"ksm", no_argument, NULL, 'K'},
+        {"no-map-kernel", no_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *usage = "vm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] "
+                        "[--memory MIB] [--console stdio|none|file:PATH] [--hugepages] [--ksm] "
+                        "[--no-map-kernel]";
+    struct vm_config cfg = {.cpus = 1, .memory_mib = 128, .console_fd = 1, .console_in_fd = 0,
+                            .map_kernel = true};
+    const char *console = "stdio";
+    optind = 1;
+    opterr = 0;
+    int c;
+    uint64_t n;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k': cfg.kernel = optarg; break;
+        case 'i': cfg.initrd = optarg; break;
+        case 'c': cfg.cmdline = optarg; break;
+        case 'p':
+            if (parse_u64(optarg, 1024, &n) < 0)
+                return err_input(err, "vm run: --cpus `%s` is not a number", optarg);
+            cfg.cpus = (unsigned)n;
+            break;
+        case 'm':
+            if (parse_u64(optarg, 1 << 20, &n) < 0)
+                return err_input(err, "vm run: --memory `%s` is not a number of MiB", optarg);
+            cfg.memory_mib = n;
+            break;
+        case 'C': console = optarg; break;
+        case 'H': cfg.hugepages = true; break;
+        case 'K': cfg.mergeable = true; break;
+        case 'N': cfg.map_kernel = false; break;
+        case 'h': printf("usage: cocoon %s\n", usage); return 0;
+        default:
+            return err_input(err, "vm run: unknown or incomplete option `%s` (usage: cocoon %s)",
+                             argv[optind - 1], usage);
+        }
+    }
+    if (optind != argc)
+        return err_input(err, "vm run: unexpected argument `%s`", argv[optind]);
+    cleanup_close int console_fd = -1;
+    if (strcmp(console, "none") == 0) {
+        cfg.console_fd = -1;
+        cfg.console_in_fd = -1;
+    } else if (strncmp(console, "file:", 5) == 0) {
+        console_fd = open(console + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (console_fd < 0)
+            return err_make(err, errno, "vm run: --console `%s`", console);
+        cfg.console_fd = console_fd;
+        cfg.console_in_fd = -1;
+    } else if (strcmp(console, "stdio") != 0) {
+        return err_input(err, "vm run: --console must be stdio, none or file:PATH");
+    }
+    struct vm *vm = NULL;
+    if (vm_create(&cfg, &vm, err) < 0)
+        return err_wrap(err, "vm run");
+    struct vm_exit ex = {0};
+    int r = vm_run(vm, &ex, err);
+    vm_destroy(vm);
+    if (r < 0)
+        return err_wrap(err, "vm run");
+    if (ex.kind == VM_EXIT_ERROR) {
+        log_report_error(ex.msg);
+    } else if (ex.kind != VM_EXIT_POWEROFF) {
+        fprintf(stderr, "cocoon: vm: %s\n", ex.msg);
+    }
+    return vm_exit_status(&ex);
+}
+
+int cmd_vm(const struct runtime *rt, int argc, char **argv, struct err **err)
+{
+    (void)rt;
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("usage: cocoon vm run --kernel FILE [options] (cocoon vm run --help)\n");
+        return argc < 2 ? 1 : 0;
+    }
+    if (strcmp(argv[1], "run") == 0)
+        return vm_run_cmd(argc - 1, argv + 1, err);
+    return err_input(err, "vm: unknown subcommand `%s` (run)", argv[1]);
+}
