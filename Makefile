@@ -23,14 +23,14 @@ demo: deps build
 
 test: deps build
 	meson test -C $(BUILD) --print-errorlogs
-	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration
+	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration tests/guest
 	$(MAKE) test-fuzz
 
 test-unit: build
 	meson test -C $(BUILD) --print-errorlogs
 
 test-integration: build
-	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration
+	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration tests/guest
 
 # Short libFuzzer runs of every harness (longer: FUZZ_SECONDS=600 make test-fuzz).
 FUZZ_SECONDS ?= 20
@@ -53,7 +53,7 @@ asan:
 	meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dstatic=false >/dev/null 2>&1 || true
 	ninja -C build-asan
 	meson test -C build-asan --print-errorlogs
-	COCOON=$(abspath build-asan)/src/cocoon $(PYTHON) -m pytest -q tests/integration
+	COCOON=$(abspath build-asan)/src/cocoon $(PYTHON) -m pytest -q tests/integration tests/guest
 
 bench: deps build
 	$(PYTHON) bench/run.py --cocoon $(COCOON)

@@ -52,6 +52,12 @@ void guest_main(uint32_t info_addr)
         G_CHECK(sum == g_parse_u64(v), "initrd byte sum %lu, expected %s", sum, v);
         g_print("initrd: %lu bytes at %lx, sum ok", m->size, m->paddr);
     }
+    /* fault=1: take an exception at CPL3 with no IDT: a triple fault */
+    if (g_cmdline_get(cmdline, "fault", v, sizeof(v)))
+        __asm__ volatile("ud2");
+    /* fail=1: report a failed check */
+    if (g_cmdline_get(cmdline, "fail", v, sizeof(v)))
+        g_fail("asked to fail: %s", v);
     uint64_t status = 0;
     if (g_cmdline_get(cmdline, "exit", v, sizeof(v)))
         status = g_parse_u64(v);
