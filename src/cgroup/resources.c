@@ -5,12 +5,14 @@
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cgroup/cgroup.h"
 #include "common/cleanup.h"
 #include "common/err.h"
+#include "common/util.h"
 #include "oci/config.h"
 
 /* The fd of hierarchy `ctrl` (v1) or the single v2 directory; -1 if absent. */
@@ -112,6 +114,23 @@ static int apply_memory(struct json_object *mem, struct cgroup *cg, struct err *
     if (hl < 0 || hr < 0 || hs < 0)
         return -1;
     char buf[32];
+    /* v1 wants memory <= memsw at every moment: when both grow, memsw goes
+     * first (runc's rule); when they shrink, memory does. */
+    bool swap_first = false;
+    if (!v2 && hl && hs) {
+        int dfd = ctrl_fd(cg, "memory");
+        cleanup_free char *cur = NULL;
+        if (dfd >= 0 && read_file_at(dfd, "memory.limit_in_bytes", 64, &cur, NULL, NULL) == 0 &&
+            (limit < 0 || (uint64_t)limit > strtoull(cur, NULL, 10)))
+            swap_first = true;
+    }
+    if (swap_first) {
+        fmt_limit(buf, sizeof(buf), swap, v2);
+        if (write_ctrl(cg, "memory", "memory.memsw.limit_in_bytes", buf,
+                       "linux.resources.memory.swap", err) < 0)
+            return err_wrap(err, "swap limits need swap accounting in the kernel");
+        hs = 0;
+    }
     if (hl) {
         fmt_limit(buf, sizeof(buf), limit, v2);
         if (write_ctrl(cg, "memory", v2 ? "memory.max" : "memory.limit_in_bytes", buf,

@@ -15,10 +15,11 @@
 
 static int one_id(int argc, char **argv, const char *usage, struct err **err)
 {
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt(argc, argv, "+h")) != -1) {
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
         if (c == 'h') {
             printf("usage: cocoon %s\n", usage);
             return -2;

@@ -9,6 +9,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "build_config.h"
+#include "runtime/lifecycle.h"
 
 static const struct {
     const char *name;
@@ -63,6 +64,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     struct runtime rt = {.root = COCOON_DEFAULT_ROOT};
+    lifecycle_argv = argv;
     const char *log_path = NULL;
     enum log_format fmt = LOG_FORMAT_TEXT;
     bool debug = false;

@@ -166,10 +166,11 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
      * the host's cocoon through it (the CVE-2019-5736 class). execve makes
      * the user's program dumpable again. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    int keep[OCI_NS_COUNT + 3 + CGROUP_MAX_HIER];
+    int keep[OCI_NS_COUNT + 4 + CGROUP_MAX_HIER];
     size_t nkeep = 0;
     keep[nkeep++] = sync_fd;
     keep[nkeep++] = o->fifo_fd;
+    keep[nkeep++] = o->exec_wait_fd;
     keep[nkeep++] = o->console_fd;
     for (int i = 0; i < OCI_NS_COUNT; i++)
         keep[nkeep++] = ns_fds[i];
@@ -234,7 +235,7 @@ static int init_run(const struct ns_spawn_opts *o, int sync_fd, const int *ns_fd
     }
     if (ns_rootfs_finish(o, err) < 0)
         return -1;
-    if (ns_secure_and_find(proc, cfg->linux_.seccomp, start_state, exe, err) < 0)
+    if (ns_secure_and_find(proc, o->seccomp, start_state, exe, err) < 0)
         return -1;
     /* From here on the init must survive its parent (`cocoon create` exits). */
     prctl(PR_SET_PDEATHSIG, 0);

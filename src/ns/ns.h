@@ -10,16 +10,19 @@
 struct err;
 struct cgroup;
 struct json_object;
+struct seccomp_prog;
 
 struct ns_spawn_opts {
     const struct oci_config *cfg;
     const char *id;
     const char *bundle;   /* absolute */
     const char *rootfs;   /* absolute */
-    int fifo_fd;          /* create: exec FIFO (O_PATH) the init waits on; -1 in run mode */
+    int fifo_fd;          /* create: exec FIFO the init waits on; -1 in run mode */
+    int exec_wait_fd;     /* create: held (close-on-exec) until exec; -1 in run mode */
     int console_fd;       /* connected --console-socket, or -1 */
     int preserve_fds;     /* fds 3 .. 3+n-1 pass into the container */
     const struct cgroup *cg; /* cgroup the init joins before anything else, or NULL */
+    const struct seccomp_prog *seccomp; /* compiled linux.seccomp, or NULL */
     bool no_pivot;        /* MS_MOVE + chroot instead of pivot_root */
 };
 
@@ -68,7 +71,7 @@ int ns_process_setup(const struct oci_process *p, struct err **err);
 
 /* Process setup, then the seccomp filter at the right moment, and the
  * program looked up: everything between namespaces and exec. */
-int ns_secure_and_find(const struct oci_process *p, struct json_object *seccomp,
+int ns_secure_and_find(const struct oci_process *p, const struct seccomp_prog *seccomp,
                        const char *state_json, char **exe, struct err **err);
 
 /* Exec the prepared program: reset the signal mask and dispositions, keep

@@ -72,7 +72,9 @@ int ns_process_setup(const struct oci_process *p, struct err **err)
         return -1;
     if (p->terminal && fchown(0, p->uid, p->gid) < 0 && errno != EPERM && errno != EINVAL)
         return err_make(err, errno, "chown the terminal");
-    if (p->has_caps && caps_drop_bounding(&p->caps, err) < 0)
+    /* No process.capabilities means no capabilities (as runc): the empty
+     * sets, not whatever the runtime had. */
+    if (caps_drop_bounding(&p->caps, err) < 0)
         return -1;
     if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
         return err_make(err, errno, "keep capabilities");
@@ -93,7 +95,7 @@ int ns_process_setup(const struct oci_process *p, struct err **err)
     if (setresuid(p->uid, p->uid, p->uid) < 0)
         return err_make(err, errno, "process.user.uid %u: setuid", p->uid);
     prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
-    if (p->has_caps && caps_apply(&p->caps, err) < 0)
+    if (caps_apply(&p->caps, err) < 0)
         return -1;
     umask(p->has_umask ? p->umask : 0022);
     if (chdir(p->cwd) < 0)
@@ -162,29 +164,20 @@ void ns_exec(const char *exe, const struct oci_process *p, int preserve_fds)
     execve(exe, p->args, p->env);
 }
 
-int ns_secure_and_find(const struct oci_process *p, struct json_object *seccomp,
+int ns_secure_and_find(const struct oci_process *p, const struct seccomp_prog *seccomp,
                        const char *state_json, char **exe, struct err **err)
 {
-    struct seccomp_plan *plan = NULL;
-    if (ns_seccomp_build(seccomp, &plan, err) < 0)
-        return -1;
-    int r = -1;
-    /* Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it
+    /* Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it
      * before the capabilities are dropped (runc's order). */
-    if (!p->no_new_privileges && ns_seccomp_load(plan, state_json, err) < 0)
-        goto out;
+    if (!p->no_new_privileges && ns_seccomp_install(seccomp, state_json, err) < 0)
+        return -1;
     if (ns_process_setup(p, err) < 0 || ns_find_executable(p->args[0], p->env, exe, err) < 0)
-        goto out;
+        return -1;
     if (p->no_new_privileges) {
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-            err_make(err, errno, "set no_new_privs");
-            goto out;
-        }
-        if (ns_seccomp_load(plan, state_json, err) < 0)
-            goto out;
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+            return err_make(err, errno, "set no_new_privs");
+        if (ns_seccomp_install(seccomp, state_json, err) < 0)
+            return -1;
     }
-    r = 0;
-out:
-    ns_seccomp_free(plan);
-    return r;
+    return 0;
 }

@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -14,10 +18,8 @@
 #include "common/terminal.h"
 #include "common/util.h"
 
-struct seccomp_plan {
+struct seccomp_plan { /* libseccomp context being built */
     scmp_filter_ctx ctx;
-    char *listener_path;
-    char *listener_metadata;
 };
 
 #define B "linux.seccomp"
@@ -184,7 +186,9 @@ static int add_rule(scmp_filter_ctx ctx, struct json_object *rule, size_t idx, u
     return 0;
 }
 
-int ns_seccomp_build(struct json_object *sc, struct seccomp_plan **out, struct err **err)
+static void plan_free(struct seccomp_plan *p);
+
+static int plan_build(struct json_object *sc, struct seccomp_plan **out, struct err **err)
 {
     *out = NULL;
     if (sc == NULL)
@@ -253,18 +257,154 @@ int ns_seccomp_build(struct json_object *sc, struct seccomp_plan **out, struct e
         if (add_rule(p->ctx, rule, i, dflt, err) < 0)
             goto fail;
     }
-    const char *lp = jstr(sc, "listenerPath");
-    const char *lm = jstr(sc, "listenerMetadata");
-    p->listener_path = lp && lp[0] ? xstrdup(lp) : NULL;
-    p->listener_metadata = lm ? xstrdup(lm) : NULL;
     *out = p;
     return 0;
 fail:
-    ns_seccomp_free(p);
+    plan_free(p);
     return -1;
 }
 
-int ns_seccomp_load(struct seccomp_plan *p, const char *state_json, struct err **err)
+static void plan_free(struct seccomp_plan *p)
+{
+    if (p == NULL)
+        return;
+    seccomp_release(p->ctx);
+    free(p);
+}
+
+/* Load-time flags and the listener, read from the JSON (they are not part
+ * of the BPF program). */
+static unsigned json_flags(struct json_object *sc)
+{
+    unsigned f = 0;
+    struct json_object *arr;
+    if (json_object_object_get_ex(sc, "flags", &arr) && json_object_get_type(arr) == json_type_array)
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+            const char *n = json_object_get_string(json_object_array_get_idx(arr, i));
+            if (n && strcmp(n, "SECCOMP_FILTER_FLAG_LOG") == 0)
+                f |= SECCOMP_FILTER_FLAG_LOG;
+            else if (n && strcmp(n, "SECCOMP_FILTER_FLAG_SPEC_ALLOW") == 0)
+                f |= SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+            else if (n && strcmp(n, "SECCOMP_FILTER_FLAG_TSYNC") == 0)
+                f |= SECCOMP_FILTER_FLAG_TSYNC;
+        }
+    const char *lp = jstr(sc, "listenerPath");
+    if (lp && lp[0])
+        f |= SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    return f;
+}
+
+#define CACHE_MAGIC "COCOON-SECCOMP-BPF-1\n"
+
+static uint64_t fnv1a64(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Cache file: magic, u32 key length, key, u32 instruction count, BPF. A hit
+ * needs the whole key to match byte for byte (the name is only a hash). */
+static bool cache_get(int dirfd, const char *name, const char *key, size_t klen,
+                      struct seccomp_prog *p)
+{
+    cleanup_free char *data = NULL;
+    size_t len;
+    if (dirfd < 0 || read_file_at(dirfd, name, 1 << 22, &data, &len, NULL) < 0)
+        return false;
+    size_t m = sizeof(CACHE_MAGIC) - 1, off = 0;
+    uint32_t kl, n;
+    if (len < m + 4 || memcmp(data, CACHE_MAGIC, m) != 0)
+        return false;
+    off = m;
+    memcpy(&kl, data + off, 4);
+    off += 4;
+    if (kl != klen || len - off < (size_t)kl + 4 || memcmp(data + off, key, klen) != 0)
+        return false;
+    off += kl;
+    memcpy(&n, data + off, 4);
+    off += 4;
+    if (n == 0 || n > BPF_MAXINSNS || len - off != (size_t)n * sizeof(struct sock_filter))
+        return false;
+    p->insns = xmalloc(len - off);
+    memcpy(p->insns, data + off, len - off);
+    p->n = n;
+    return true;
+}
+
+static void cache_put(int dirfd, const char *name, const char *key, size_t klen,
+                      const struct seccomp_prog *p)
+{
+    if (dirfd < 0)
+        return;
+    size_t m = sizeof(CACHE_MAGIC) - 1, body = p->n * sizeof(struct sock_filter);
+    size_t len = m + 4 + klen + 4 + body;
+    cleanup_free char *buf = xmalloc(len);
+    uint32_t kl = (uint32_t)klen, n = (uint32_t)p->n;
+    memcpy(buf, CACHE_MAGIC, m);
+    memcpy(buf + m, &kl, 4);
+    memcpy(buf + m + 4, key, klen);
+    memcpy(buf + m + 4 + klen, &n, 4);
+    memcpy(buf + m + 8 + klen, p->insns, body);
+    struct err *e = NULL;
+    write_file_atomic(dirfd, name, buf, len, &e); /* a cache: failures only cost time */
+    err_free(&e);
+}
+
+/* libseccomp 2.5 exports BPF only to a file descriptor: use a memfd. */
+static int export_bpf(struct seccomp_plan *plan, struct seccomp_prog *p, struct err **err)
+{
+    cleanup_close int fd = memfd_create("cocoon-seccomp", MFD_CLOEXEC);
+    if (fd < 0)
+        return err_make(err, errno, "memfd for the seccomp program");
+    int rc = seccomp_export_bpf(plan->ctx, fd);
+    if (rc < 0)
+        return err_make(err, -rc, "compile the seccomp filter");
+    off_t len = lseek(fd, 0, SEEK_END);
+    if (len <= 0 || len % (off_t)sizeof(struct sock_filter) ||
+        len / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS)
+        return err_input(err, "linux.seccomp: the filter compiles to %lld bytes, too large",
+                         (long long)len);
+    p->insns = xmalloc((size_t)len);
+    if (pread(fd, p->insns, (size_t)len, 0) != len)
+        return err_make(err, errno, "read the seccomp program");
+    p->n = (size_t)len / sizeof(struct sock_filter);
+    return 0;
+}
+
+int ns_seccomp_prepare(struct json_object *sc, int cache_dirfd, struct seccomp_prog **out,
+                       struct err **err)
+{
+    *out = NULL;
+    if (sc == NULL)
+        return 0;
+    const struct scmp_version *v = seccomp_version();
+    cleanup_free char *key = xasprintf("%s\nlibseccomp %u.%u.%u\n%s\n",
+                                       json_object_to_json_string_ext(sc, JSON_C_TO_STRING_PLAIN),
+                                       v->major, v->minor, v->micro, "x86_64");
+    size_t klen = strlen(key);
+    char name[32];
+    snprintf(name, sizeof(name), "%016llx.bpf", (unsigned long long)fnv1a64(key, klen));
+    struct seccomp_prog *p = xcalloc(1, sizeof(*p));
+    if (!cache_get(cache_dirfd, name, key, klen, p)) {
+        struct seccomp_plan *plan = NULL;
+        if (plan_build(sc, &plan, err) < 0 || export_bpf(plan, p, err) < 0) {
+            plan_free(plan);
+            ns_seccomp_prog_free(p);
+            return -1;
+        }
+        plan_free(plan);
+        cache_put(cache_dirfd, name, key, klen, p);
+    }
+    p->flags = json_flags(sc);
+    const char *lp = jstr(sc, "listenerPath");
+    p->listener_path = lp && lp[0] ? xstrdup(lp) : NULL;
+    *out = p;
+    return 0;
+}
+
+int ns_seccomp_install(const struct seccomp_prog *p, const char *state_json, struct err **err)
 {
     if (p == NULL)
         return 0;
@@ -275,26 +415,25 @@ int ns_seccomp_load(struct seccomp_plan *p, const char *state_json, struct err *
         if (sock < 0)
             return err_wrap(err, "linux.seccomp.listenerPath");
     }
-    int rc = seccomp_load(p->ctx);
-    if (rc < 0)
-        return err_make(err, -rc, "load the seccomp filter");
+    struct sock_fprog prog = {.len = (unsigned short)p->n, .filter = p->insns};
+    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, p->flags, &prog);
+    if (r < 0)
+        return err_make(err, errno, "install the seccomp filter");
     if (sock >= 0) {
-        int nfd = seccomp_notify_fd(p->ctx);
-        if (nfd < 0)
-            return err_make(err, -nfd, "seccomp notify fd (no SCMP_ACT_NOTIFY rule?)");
-        if (terminal_send_fd(sock, nfd, state_json ? state_json : "{}", err) < 0)
-            return err_wrap(err, "send the seccomp notify fd to the listener");
+        int nfd = (int)r;
+        int sr = terminal_send_fd(sock, nfd, state_json ? state_json : "{}", err);
         close(nfd);
+        if (sr < 0)
+            return err_wrap(err, "send the seccomp notify fd to the listener");
     }
     return 0;
 }
 
-void ns_seccomp_free(struct seccomp_plan *p)
+void ns_seccomp_prog_free(struct seccomp_prog *p)
 {
     if (p == NULL)
         return;
-    seccomp_release(p->ctx);
+    free(p->insns);
     free(p->listener_path);
-    free(p->listener_metadata);
     free(p);
 }

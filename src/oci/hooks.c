@@ -30,6 +30,8 @@ const char *hooks_kind_name(enum oci_hook_kind kind)
 static int run_one(const struct oci_hook *h, const char *what, const char *state_json,
                    struct err **err)
 {
+    if (access(h->path, X_OK) < 0)
+        return err_make(err, errno, "%s `%s`", what, h->path);
     int in[2];
     if (pipe2(in, O_CLOEXEC) < 0)
         return err_make(err, errno, "%s: pipe", what);
@@ -69,8 +71,7 @@ static int run_one(const struct oci_hook *h, const char *what, const char *state
         if (r == 0) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
-            return err_make(err, ETIMEDOUT, "%s `%s` timed out after %d s", what, h->path,
-                            h->timeout);
+            return err_make(err, 0, "%s `%s` timed out after %d s", what, h->path, h->timeout);
         }
     }
     int st;

@@ -33,6 +33,8 @@ struct container_state {
 /* The file that exists between create and start (a FIFO). */
 #define STATE_EXEC_FIFO "exec.fifo"
 #define STATE_FILE "state.json"
+/* A FIFO the init holds open until exec: `start` waits for its EOF. */
+#define STATE_EXEC_WAIT "exec.wait"
 
 /* Check that id is a safe directory name ([A-Za-z0-9_.+-], not . or ..). */
 int state_check_id(const char *id, struct err **err);

@@ -39,7 +39,7 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
     p->bundle = xstrdup(abs);
     if (oci_config_load(p->bundle, &p->cfg, err) < 0)
         return -1;
-    if (ns_validate(p->cfg, err) < 0)
+    if (ns_validate(p->cfg, err) < 0 || lifecycle_protect_binary(p->cfg->process, err) < 0)
         return -1;
     cleanup_free char *root = p->cfg->root_path[0] == '/'
                                   ? xstrdup(p->cfg->root_path)
@@ -69,10 +69,20 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
             h = (h ^ (unsigned char)*c) * 16777619u;
         snprintf(scope, sizeof(scope), "cocoon-%08x", h);
     }
+    cleanup_close int cache = lifecycle_seccomp_cache(p->rootfd);
+    if (ns_seccomp_prepare(p->cfg->linux_.seccomp, cache, &p->seccomp, err) < 0)
+        return -1;
     cleanup_free char *cgpath = cgroup_path_for(p->cfg->linux_.cgroups_path, o->id, scope);
     if (cgroup_create(p->cfg, cgpath, &p->cg, err) < 0)
         return -1;
     return 0;
+}
+
+int lifecycle_seccomp_cache(int rootfd)
+{
+    if (mkdirat(rootfd, ".seccomp", 0700) < 0 && errno != EEXIST)
+        return -1;
+    return openat(rootfd, ".seccomp", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
 void lifecycle_abort(const struct create_opts *o, struct prepared *p)
@@ -93,6 +103,7 @@ void lifecycle_abort(const struct create_opts *o, struct prepared *p)
 void lifecycle_release(struct prepared *p)
 {
     oci_config_free(p->cfg);
+    ns_seccomp_prog_free(p->seccomp);
     free(p->bundle);
     free(p->rootfs);
     close_and_reset(&p->dirfd);
@@ -189,7 +200,7 @@ int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
 int container_create(const struct runtime *rt, const struct create_opts *o, struct err **err)
 {
     struct prepared p;
-    cleanup_close int console = -1, fifo = -1;
+    cleanup_close int console = -1, fifo = -1, wait_fd = -1;
     struct ns_child child = {.pid = -1, .sync_fd = -1};
     if (lifecycle_prepare(rt, o, &p, err) < 0)
         goto fail;
@@ -203,6 +214,13 @@ int container_create(const struct runtime *rt, const struct create_opts *o, stru
         err_make(err, errno, "open exec fifo");
         goto fail;
     }
+    /* The init also holds exec.wait open (close-on-exec, never written):
+     * `start` reads it to EOF to know the program has been executed. */
+    if (mkfifoat(p.dirfd, STATE_EXEC_WAIT, 0600) < 0 ||
+        (wait_fd = openat(p.dirfd, STATE_EXEC_WAIT, O_RDWR | O_CLOEXEC)) < 0) {
+        err_make(err, errno, "create exec wait fifo");
+        goto fail;
+    }
     if (p.cfg->process->terminal) {
         console = unix_connect(o->console_socket, err);
         if (console < 0) {
@@ -213,7 +231,7 @@ int container_create(const struct runtime *rt, const struct create_opts *o, stru
     struct ns_spawn_opts so = {
         .cfg = p.cfg, .id = o->id, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = fifo,
         .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
-        .cg = &p.cg,
+        .cg = &p.cg, .seccomp = p.seccomp, .exec_wait_fd = wait_fd,
     };
     if (ns_spawn(&so, &child, err) < 0)
         goto fail;
@@ -278,9 +296,20 @@ int container_start(const struct runtime *rt, const char *id, struct err **err)
             return err_make(err, 0, "cannot start container `%s`: its init process is gone", id);
         return err_make(err, errno, "open exec fifo of `%s`", id);
     }
+    /* Open the wait FIFO before releasing the init: its only writer is the
+     * init's close-on-exec descriptor, so EOF means the program runs. */
+    cleanup_close int waitr = openat(dirfd, STATE_EXEC_WAIT, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (write(fifo, "0", 1) != 1)
         return err_make(err, errno, "start container `%s`", id);
     unlinkat(dirfd, STATE_EXEC_FIFO, 0);
+    if (waitr >= 0) {
+        int fl = fcntl(waitr, F_GETFL);
+        fcntl(waitr, F_SETFL, fl & ~O_NONBLOCK);
+        char c;
+        while (read(waitr, &c, 1) < 0 && errno == EINTR)
+            ;
+        unlinkat(dirfd, STATE_EXEC_WAIT, 0);
+    }
     lifecycle_poststart(st);
     return 0;
 }
@@ -320,12 +349,24 @@ static int kill_pidns(const struct container_state *st, int sig)
     return 0;
 }
 
+/* Frozen processes cannot die: thaw a paused container after SIGKILL. */
+static void thaw(const struct container_state *st)
+{
+    struct cgroup cg;
+    struct err *e = NULL;
+    if (st->cgroup && cgroup_open(st->cgroup, &cg, &e) == 0) {
+        cgroup_freeze(&cg, false, &e);
+        cgroup_close(&cg);
+    }
+    err_free(&e);
+}
+
 static int signal_container(const struct container_state *st, int sig, bool all,
                             struct err **err)
 {
     cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
     if (pidfd < 0)
-        return err_make(err, 0, "container `%s` is not running", st->id);
+        return err_make(err, 0, "cannot signal container `%s`: container not running", st->id);
     if (all) {
         if (st->cgroup)
             cgroup_kill_all(st->cgroup, sig);
@@ -334,6 +375,7 @@ static int signal_container(const struct container_state *st, int sig, bool all,
     }
     if (proc_pidfd_signal(pidfd, sig) < 0 && errno != ESRCH)
         return err_make(err, errno, "send signal %d to container `%s`", sig, st->id);
+    /* A paused container keeps the signal pending until `resume` (runc). */
     return 0;
 }
 
@@ -347,7 +389,8 @@ int container_kill(const struct runtime *rt, const char *id, int sig, bool all,
         return -1;
     enum container_status s = state_status(dirfd, st);
     if (s == STATUS_STOPPED)
-        return err_make(err, 0, "cannot kill container `%s`: it is stopped", id);
+        return err_make(err, 0, "cannot kill container `%s`: container not running (it is stopped)",
+                        id);
     return signal_container(st, sig, all, err);
 }
 
@@ -390,6 +433,7 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
             else if (!st->own_pidns)
                 kill_pidns(st, SIGKILL);
             proc_pidfd_signal(pidfd, SIGKILL);
+            thaw(st);
             if (!wait_exit(pidfd, 10000))
                 return err_make(err, ETIMEDOUT, "container `%s` did not exit after SIGKILL", id);
         }

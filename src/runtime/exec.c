@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "ns/caps.h"
 #include "ns/ns.h"
+#include "ns/seccomp.h"
 #include "ns/sync.h"
 #include "oci/config.h"
 #include "oci/state.h"
@@ -88,6 +89,36 @@ static int parse_user(const char *s, uint32_t *uid, uint32_t *gid, bool *has_gid
     return 0;
 }
 
+/* The container's environment with --env entries replacing those of the
+ * same name and the others added. */
+static char **env_merge(char **base, char **add)
+{
+    char **v = strv_concat(base, NULL);
+    size_t n = strv_len(v);
+    for (size_t i = 0; add && add[i]; i++) {
+        const char *eq = strchr(add[i], '=');
+        size_t kl = eq ? (size_t)(eq - add[i]) : strlen(add[i]);
+        bool replaced = false;
+        for (size_t k = 0; k < n; k++) {
+            if (strncmp(v[k], add[i], kl) == 0 && (v[k][kl] == '=' || v[k][kl] == '\0')) {
+                free(v[k]);
+                v[k] = xstrdup(add[i]);
+                replaced = true;
+                break;
+            }
+        }
+        if (!replaced) {
+            char **nv = realloc(v, (n + 2) * sizeof(char *));
+            if (nv == NULL)
+                abort();
+            v = nv;
+            v[n++] = xstrdup(add[i]);
+            v[n] = NULL;
+        }
+    }
+    return v;
+}
+
 /* Build the process to run: --process as given, or the container's process
  * with args, env, cwd, user, tty and caps overridden (runc's behaviour). */
 static int build_process(const struct exec_opts *o, const struct oci_config *cfg,
@@ -98,7 +129,19 @@ static int build_process(const struct exec_opts *o, const struct oci_config *cfg
         size_t len;
         if (read_file_at(AT_FDCWD, o->process_file, OCI_CONFIG_MAX_SIZE, &data, &len, err) < 0)
             return err_wrap(err, "--process");
-        return oci_process_parse(data, len, o->process_file, out, err);
+        if (oci_process_parse(data, len, o->process_file, out, err) < 0)
+            return -1;
+        /* A process.json without capabilities gets the container's. */
+        if (!(*out)->has_caps && cfg->process && cfg->process->has_caps) {
+            const struct oci_caps *c = &cfg->process->caps;
+            (*out)->has_caps = true;
+            (*out)->caps.bounding = strv_concat(c->bounding, NULL);
+            (*out)->caps.effective = strv_concat(c->effective, NULL);
+            (*out)->caps.permitted = strv_concat(c->permitted, NULL);
+            (*out)->caps.inheritable = strv_concat(c->inheritable, NULL);
+            (*out)->caps.ambient = strv_concat(c->ambient, NULL);
+        }
+        return 0;
     }
     if (o->args == NULL || o->args[0] == NULL)
         return err_input(err, "exec: no command given");
@@ -129,7 +172,7 @@ static int build_process(const struct exec_opts *o, const struct oci_config *cfg
         p->terminal = base->terminal;
     }
     p->args = strv_concat(o->args, NULL);
-    p->env = strv_concat(base ? base->env : NULL, o->env);
+    p->env = env_merge(base ? base->env : NULL, o->env);
     p->cwd = xstrdup(o->cwd ? o->cwd : base ? base->cwd : "/");
     if (p->cwd[0] != '/')
         return err_input(err, "exec: --cwd `%s` must be absolute", p->cwd);
@@ -156,7 +199,7 @@ struct exec_child {
     const struct oci_process *proc;
     int pidfd, join_flags, sync_fd, console_fd, preserve_fds;
     const struct cgroup *cg;
-    struct json_object *seccomp;
+    const struct seccomp_prog *seccomp;
     bool in_v2;
 };
 
@@ -218,10 +261,26 @@ int container_exec(const struct runtime *rt, const struct exec_opts *o, int *sta
         oci_process_free(proc);
         return -1;
     }
+    if (lifecycle_protect_binary(proc, err) < 0) {
+        oci_process_free(proc);
+        return -1;
+    }
+    struct seccomp_prog *prog = NULL;
+    {
+        int cache = lifecycle_seccomp_cache(rootfd);
+        int r0 = ns_seccomp_prepare(cfg->linux_.seccomp, cache, &prog, err);
+        if (cache >= 0)
+            close(cache);
+        if (r0 < 0) {
+            oci_process_free(proc);
+            return -1;
+        }
+    }
     cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
     if (pidfd < 0) {
         oci_process_free(proc);
-        return err_make(err, 0, "container `%s` is not running", o->id);
+        ns_seccomp_prog_free(prog);
+        return err_make(err, 0, "container `%s`: container not running", o->id);
     }
     int join = ns_to_join(st->pid);
     struct cgroup cg;
@@ -280,7 +339,7 @@ int container_exec(const struct runtime *rt, const struct exec_opts *o, int *sta
     struct exec_child c = {
         .proc = proc, .pidfd = pidfd, .join_flags = join, .sync_fd = sp[1],
         .console_fd = console, .preserve_fds = o->preserve_fds,
-        .cg = have_cg ? &cg : NULL, .seccomp = cfg->linux_.seccomp,
+        .cg = have_cg ? &cg : NULL, .seccomp = prog,
     };
     int v2fd = have_cg ? cgroup_v2_fd(&cg) : -1;
     struct clone_args ca = {.exit_signal = SIGCHLD};
@@ -355,6 +414,7 @@ out:
     if (have_cg)
         cgroup_close(&cg);
     oci_process_free(proc);
+    ns_seccomp_prog_free(prog);
     if (!o->detach)
         sigprocmask(SIG_SETMASK, &old, NULL);
     return r;

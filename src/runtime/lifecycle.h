@@ -2,6 +2,7 @@
 #pragma once
 #include <signal.h>
 #include "cgroup/cgroup.h"
+#include "ns/seccomp.h"
 #include "oci/config.h"
 #include "oci/state.h"
 #include "runtime/container.h"
@@ -14,7 +15,12 @@ struct prepared {
     int rootfd;  /* runtime root */
     int dirfd;   /* locked state directory */
     struct cgroup cg; /* cg.path set once the cgroup exists */
+    struct seccomp_prog *seccomp; /* compiled linux.seccomp, or NULL */
 };
+
+/* The directory under the state root where compiled seccomp filters are
+ * cached (created if needed); -1 if it cannot be had. */
+int lifecycle_seccomp_cache(int rootfd);
 
 /* Load and check the bundle, create the locked state directory. */
 int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o,
@@ -50,3 +56,10 @@ void lifecycle_copy_winsize(int from, int to);
 
 /* Run the poststart hooks of a container just started (failures warn). */
 void lifecycle_poststart(const struct container_state *st);
+
+/* main()'s argv, for re-executing the command. */
+extern char **lifecycle_argv;
+
+/* If the container process keeps CAP_SYS_PTRACE, re-execute this command
+ * from a sealed memfd copy of cocoon (does not return then); 0 otherwise. */
+int lifecycle_protect_binary(const struct oci_process *p, struct err **err);

@@ -65,8 +65,9 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
     }
     struct ns_spawn_opts so = {
         .cfg = p.cfg, .id = o->id, .bundle = p.bundle, .rootfs = p.rootfs, .fifo_fd = -1,
+        .exec_wait_fd = -1,
         .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
-        .cg = &p.cg,
+        .cg = &p.cg, .seccomp = p.seccomp,
     };
     if (ns_spawn(&so, &child, err) < 0)
         goto fail;
@@ -90,6 +91,13 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
     }
     if (ns_release(&child, err) < 0)
         goto fail;
+    if (p.cfg->hooks.n[OCI_HOOK_POSTSTART]) {
+        /* poststart runs once the program does: the init's end of the sync
+         * socket closes on exec. */
+        char c;
+        while (recv(child.sync_fd, &c, 1, 0) < 0 && errno == EINTR)
+            ;
+    }
     close_and_reset(&child.sync_fd);
     if (p.cfg->hooks.n[OCI_HOOK_POSTSTART]) {
         struct container_state st = {.id = (char *)o->id, .bundle = p.bundle,

@@ -272,8 +272,10 @@ class Cocoon:
         return wait_for(lambda: self.status(cid) == status, f"{cid} to be {status}")
 
     def state_dirs(self):
+        """Everything under --root but cocoon's compiled-seccomp cache
+        (.seccomp), which outlives containers on purpose."""
         try:
-            return sorted(os.listdir(self.root))
+            return sorted(e for e in os.listdir(self.root) if e != ".seccomp")
         except FileNotFoundError:
             return []
 
