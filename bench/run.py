@@ -359,11 +359,12 @@ class Runner:
         if name == FLOOR:
             pass
         elif scen == "exec":
-            left = sorted(set(os.listdir(self.exec_roots[name])) - self.exec_baseline.get(name, set()))
+            left = sorted(set(state_entries(self.exec_roots[name]))
+                          - self.exec_baseline.get(name, set()))
             if left:
                 rec["left_state"] = left
         else:
-            left = sorted(os.listdir(self.roots[name]))
+            left = sorted(state_entries(self.roots[name]))
             if left:
                 rec["left_state"] = left
                 self.delete_all(name, exec_root=False)
@@ -418,7 +419,7 @@ class Runner:
         cid = f"{name}-{self.token}-exec"
         self.holders[name] = cid
         pid = self.start_hold(name, self.exec_roots[name], self.bundles["exec-hold"], cid)
-        self.exec_baseline[name] = set(os.listdir(self.exec_roots[name]))
+        self.exec_baseline[name] = set(state_entries(self.exec_roots[name]))
         return pid
 
     def stop_exec_holders(self):
@@ -427,7 +428,7 @@ class Runner:
                 self.stop_hold(name, self.exec_roots[name], cid)
             except Exception as e:  # noqa: BLE001
                 warn(f"stopping {name}'s exec container {cid}: {e}")
-            left = os.listdir(self.exec_roots[name])
+            left = state_entries(self.exec_roots[name])
             if left:
                 warn(f"{name}: its exec state dir still holds {left} after kill + delete --force")
             del self.holders[name]
@@ -778,7 +779,7 @@ def write_plot(recs, orders, meta):
     for i, scen in enumerate(rows):
         def sel(n):
             return [r for r in recs if r["runtime"] == n and r["scenario"] == scen]
-        names = [n for n in orders[scen] if sel(n)]
+        names = [n for n in orders.get(scen, []) if sel(n)]
         for ax, key, title in ((axes[i][0], "wall_ms", "wall time"),
                                (axes[i][1], "cpu_ms", "CPU time (user+sys)")):
             data = [[r[key] for r in sel(n)] for n in names]
@@ -919,6 +920,12 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cleanup(tmp)
+
+
+def state_entries(root):
+    """Containers left in a --root: everything but cocoon's cache of
+    compiled seccomp filters (.seccomp), which outlives containers."""
+    return [e for e in os.listdir(root) if e != ".seccomp"]
 
 
 _CLEAN = {"runner": None, "holder": None}
@@ -1070,7 +1077,7 @@ def measure(args, cocoon, tmp):
                 continue
             finally:
                 runner.stop_hold(name, runner.roots[name], cid)
-                if os.listdir(runner.roots[name]):
+                if state_entries(runner.roots[name]):
                     runner.delete_all(name, exec_root=False)
             ok = (got["memory_limit"] == str(MEM_LIMIT) and got["pids_max"] == str(PIDS_LIMIT)
                   and got["seccomp_mode"] == "2")

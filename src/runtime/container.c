@@ -160,11 +160,11 @@ int lifecycle_record(const struct create_opts *o, struct prepared *p, pid_t pid,
 /* Run the hooks of `kind` from the bundle's config; failures only warn (the
  * spec's rule for poststart and poststop). */
 static void run_late_hooks(const struct container_state *st, enum oci_hook_kind kind,
-                           enum container_status s)
+                           enum container_status s, const struct oci_config *have)
 {
-    struct oci_config *cfg = NULL;
+    struct oci_config *cfg = (struct oci_config *)have;
     struct err *e = NULL;
-    if (oci_config_load(st->bundle, &cfg, &e) < 0) {
+    if (cfg == NULL && oci_config_load(st->bundle, &cfg, &e) < 0) {
         err_free(&e);
         return;
     }
@@ -174,26 +174,29 @@ static void run_late_hooks(const struct container_state *st, enum oci_hook_kind 
             log_warn("%s", e->msg);
         err_free(&e);
     }
-    oci_config_free(cfg);
+    if (cfg != have)
+        oci_config_free(cfg);
 }
 
 void lifecycle_poststart(const struct container_state *st)
 {
-    run_late_hooks(st, OCI_HOOK_POSTSTART, STATUS_RUNNING);
+    run_late_hooks(st, OCI_HOOK_POSTSTART, STATUS_RUNNING, NULL);
 }
 
 int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
-                      struct err **err)
+                      const struct oci_config *cfg, struct err **err)
 {
     (void)dirfd;
     if (st->cgroup) {
-        cgroup_kill_all(st->cgroup, SIGKILL);
+        /* With its own pid namespace, nothing outlives a dead init. */
+        if (!st->own_pidns || proc_alive(st->pid, st->start_time))
+            cgroup_kill_all(st->cgroup, SIGKILL);
         if (cgroup_destroy(st->cgroup, err) < 0)
             return err_wrap(err, "delete container `%s`", st->id);
     }
     if (state_dir_remove(rootfd, st->id, err) < 0)
         return -1;
-    run_late_hooks(st, OCI_HOOK_POSTSTOP, STATUS_STOPPED);
+    run_late_hooks(st, OCI_HOOK_POSTSTOP, STATUS_STOPPED, cfg);
     return 0;
 }
 
@@ -438,7 +441,7 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
                 return err_make(err, ETIMEDOUT, "container `%s` did not exit after SIGKILL", id);
         }
     }
-    return lifecycle_destroy(rootfd, dirfd, st, err);
+    return lifecycle_destroy(rootfd, dirfd, st, NULL, err);
 }
 
 int container_list(const struct runtime *rt, struct container_info **out, size_t *n,

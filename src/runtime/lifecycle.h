@@ -41,7 +41,7 @@ int lifecycle_record(const struct create_opts *o, struct prepared *p, pid_t pid,
 
 /* Remove everything the container left: state directory (caller holds lock). */
 int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
-                      struct err **err);
+                      const struct oci_config *cfg, struct err **err);
 
 /* The signals a foreground `run`/`exec` forwards, plus SIGCHLD. */
 void lifecycle_forward_mask(sigset_t *mask);

@@ -16,6 +16,7 @@
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/terminal.h"
+#include "common/proc.h"
 #include "common/util.h"
 #include "ns/ns.h"
 #include "runtime/container.h"
@@ -117,13 +118,24 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
     int r = lifecycle_wait(child.pid, sfd, master, status, err);
     terminal_restore(0, saved_tty);
     sigprocmask(SIG_SETMASK, &old, NULL);
+    /* Delete with what we know (no second parse of state or config);
+     * someone may have deleted it already (delete --force elsewhere). */
     struct err *e2 = NULL;
-    /* Someone may have deleted it already (delete --force elsewhere). */
-    if (container_delete(rt, o->id, true, &e2) < 0 && r == 0 &&
-        faccessat(p.rootfd, o->id, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-        *err = e2;
-        e2 = NULL;
-        r = -1;
+    int dfd = state_dir_open(p.rootfd, o->id, &e2);
+    if (dfd >= 0) {
+        const struct oci_namespace *pidns = oci_config_ns(p.cfg, OCI_NS_PID);
+        struct container_state st = {
+            .id = (char *)o->id, .bundle = p.bundle, .rootfs = p.rootfs, .pid = child.pid,
+            .cgroup = p.cg.path, .own_pidns = pidns && pidns->path == NULL,
+            .annotations = p.cfg->annotations, .n_annotations = p.cfg->n_annotations,
+        };
+        proc_stat(child.pid, NULL, &st.start_time);
+        if (lifecycle_destroy(p.rootfd, dfd, &st, p.cfg, &e2) < 0 && r == 0) {
+            *err = e2;
+            e2 = NULL;
+            r = -1;
+        }
+        close(dfd);
     }
     err_free(&e2);
     lifecycle_release(&p);
