@@ -250,8 +250,8 @@ static void v2_enable_controllers(const char *root, const char *path)
     }
 }
 
-int cgroup_create(const struct oci_config *cfg, const char *path, struct cgroup *cg,
-                  struct err **err)
+/* Fill cg for `path`: layout, hierarchies, no directory opened yet. */
+static int cgroup_init(const char *path, struct cgroup *cg, struct err **err)
 {
     memset(cg, 0, sizeof(*cg));
     for (int i = 0; i < CGROUP_MAX_HIER; i++)
@@ -262,6 +262,14 @@ int cgroup_create(const struct oci_config *cfg, const char *path, struct cgroup 
         return -1;
     }
     cg->path = xstrdup(path);
+    return 0;
+}
+
+int cgroup_create(const struct oci_config *cfg, const char *path, struct cgroup *cg,
+                  struct err **err)
+{
+    if (cgroup_init(path, cg, err) < 0)
+        return -1;
     char *created[CGROUP_MAX_HIER] = {0};
     if (cg->mode == CGROUP_V2)
         v2_enable_controllers(CGROUP_ROOT, path);
@@ -296,15 +304,8 @@ fail:
 
 int cgroup_open(const char *path, struct cgroup *cg, struct err **err)
 {
-    memset(cg, 0, sizeof(*cg));
-    for (int i = 0; i < CGROUP_MAX_HIER; i++)
-        cg->dirfds[i] = -1;
-    if (check_path(path, err) < 0 || cgroup_detect(&cg->mode, err) < 0 ||
-        list_hierarchies(cg->mode, cg->names, &cg->n, err) < 0) {
-        cgroup_close(cg);
+    if (cgroup_init(path, cg, err) < 0)
         return -1;
-    }
-    cg->path = xstrdup(path);
     for (size_t i = 0; i < cg->n; i++) {
         cleanup_free char *dir = hier_dir(cg->names[i], path);
         cg->dirfds[i] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -315,6 +316,20 @@ int cgroup_open(const char *path, struct cgroup *cg, struct err **err)
         }
     }
     return 0;
+}
+
+int cgroup_controller_fd(const struct cgroup *cg, const char *ctrl)
+{
+    size_t l = strlen(ctrl);
+    for (size_t i = 0; i < cg->n; i++) {
+        if (cg->mode == CGROUP_V2)
+            return cg->dirfds[i];
+        const char *n = cg->names[i];
+        for (const char *p = n; (p = strstr(p, ctrl)) != NULL; p += l)
+            if ((p == n || p[-1] == ',') && (p[l] == '\0' || p[l] == ','))
+                return cg->dirfds[i];
+    }
+    return -1;
 }
 
 static bool is_v2_hier(const struct cgroup *cg, size_t i)

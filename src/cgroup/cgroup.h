@@ -36,6 +36,11 @@ char *cgroup_path_for(const char *cgroups_path, const char *id, const char *scop
 int cgroup_create(const struct oci_config *cfg, const char *path, struct cgroup *cg,
                   struct err **err);
 
+/* The directory fd holding controller `ctrl`: the v2 directory on a pure v2
+ * host, else the v1 hierarchy that has it (co-mounted ones included, as
+ * "cpu,cpuacct"); -1 if none. */
+int cgroup_controller_fd(const struct cgroup *cg, const char *ctrl);
+
 /* Open the directories of an existing container cgroup (for exec). */
 int cgroup_open(const char *path, struct cgroup *cg, struct err **err);
 

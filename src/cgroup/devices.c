@@ -216,10 +216,7 @@ int cgroup_apply_devices(struct json_object *arr, struct cgroup *cg, struct err 
         if (parse_rule(json_object_array_get_idx(arr, i), i, &rules[i], err) < 0)
             goto out;
     memcpy(rules + n, default_allow, sizeof(default_allow));
-    int v1 = -1;
-    for (size_t i = 0; i < cg->n; i++)
-        if (strcmp(cg->names[i], "devices") == 0)
-            v1 = cg->dirfds[i];
+    int v1 = cg->mode == CGROUP_V2 ? -1 : cgroup_controller_fd(cg, "devices");
     if (v1 >= 0) {
         for (size_t i = 0; i < n + nd; i++)
             if (write_v1(v1, &rules[i], err) < 0)

@@ -11,14 +11,6 @@
 #include "common/err.h"
 #include "common/util.h"
 
-static int find_dir(const struct cgroup *cg, const char *want)
-{
-    for (size_t i = 0; i < cg->n; i++)
-        if (cg->mode == CGROUP_V2 || strcmp(cg->names[i], want) == 0)
-            return cg->dirfds[i];
-    return -1;
-}
-
 static bool file_has(int dirfd, const char *file, const char *needle)
 {
     cleanup_free char *data = NULL;
@@ -30,7 +22,7 @@ static bool file_has(int dirfd, const char *file, const char *needle)
 int cgroup_freeze(const struct cgroup *cg, bool freeze, struct err **err)
 {
     bool v2 = cg->mode == CGROUP_V2;
-    int dfd = find_dir(cg, "freezer");
+    int dfd = cgroup_controller_fd(cg, "freezer");
     if (dfd < 0)
         return err_make(err, ENOTSUP, "no freezer cgroup for `%s`", cg->path);
     const char *file = v2 ? "cgroup.freeze" : "freezer.state";

@@ -15,21 +15,14 @@
 #include "common/util.h"
 #include "oci/config.h"
 
-/* The fd of hierarchy `ctrl` (v1) or the single v2 directory; -1 if absent. */
+/* The directory of controller `ctrl`; on a hybrid host a controller that
+ * no v1 hierarchy has may be on the cgroup2 mount (hugetlb is, on this
+ * project's build machines). */
 static int ctrl_fd(const struct cgroup *cg, const char *ctrl)
 {
-    for (size_t i = 0; i < cg->n; i++) {
-        if (cg->mode == CGROUP_V2)
-            return cg->dirfds[i];
-        /* v1 hierarchies may be co-mounted: "cpu,cpuacct" holds cpu */
-        const char *n = cg->names[i];
-        size_t l = strlen(ctrl);
-        for (const char *p = n; (p = strstr(p, ctrl)) != NULL; p += l)
-            if ((p == n || p[-1] == ',') && (p[l] == '\0' || p[l] == ','))
-                return cg->dirfds[i];
-    }
-    /* Hybrid: a controller not among the v1 hierarchies may be on the
-     * cgroup2 mount (hugetlb is, on this project's build machines). */
+    int fd = cgroup_controller_fd(cg, ctrl);
+    if (fd >= 0)
+        return fd;
     if (cg->mode == CGROUP_HYBRID)
         return cgroup_v2_fd(cg);
     return -1;

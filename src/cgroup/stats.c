@@ -10,20 +10,6 @@
 #include "common/err.h"
 #include "common/util.h"
 
-static int dir_of(const struct cgroup *cg, const char *ctrl)
-{
-    for (size_t i = 0; i < cg->n; i++) {
-        if (cg->mode == CGROUP_V2)
-            return cg->dirfds[i];
-        const char *n = cg->names[i];
-        size_t l = strlen(ctrl);
-        for (const char *p = n; (p = strstr(p, ctrl)) != NULL; p += l)
-            if ((p == n || p[-1] == ',') && (p[l] == '\0' || p[l] == ','))
-                return cg->dirfds[i];
-    }
-    return -1;
-}
-
 /* A single number from a cgroup file ("max" -> 0). */
 static uint64_t read_u64(int dfd, const char *file)
 {
@@ -60,12 +46,12 @@ char *cgroup_stats_json(const struct cgroup *cg)
     struct json_object *data = json_object_new_object();
     struct json_object *cpu = json_object_new_object(), *usage = json_object_new_object();
     if (v2) {
-        int d = dir_of(cg, "cpu");
+        int d = cgroup_controller_fd(cg, "cpu");
         add_u64(usage, "total", read_key(d, "cpu.stat", "usage_usec") * 1000);
         add_u64(usage, "user", read_key(d, "cpu.stat", "user_usec") * 1000);
         add_u64(usage, "kernel", read_key(d, "cpu.stat", "system_usec") * 1000);
     } else {
-        int d = dir_of(cg, "cpuacct");
+        int d = cgroup_controller_fd(cg, "cpuacct");
         add_u64(usage, "total", read_u64(d, "cpuacct.usage"));
         add_u64(usage, "user", read_key(d, "cpuacct.stat", "user") * 10000000ull);
         add_u64(usage, "kernel", read_key(d, "cpuacct.stat", "system") * 10000000ull);
@@ -74,7 +60,7 @@ char *cgroup_stats_json(const struct cgroup *cg)
     json_object_object_add(data, "cpu", cpu);
 
     struct json_object *mem = json_object_new_object(), *mu = json_object_new_object();
-    int md = dir_of(cg, "memory");
+    int md = cgroup_controller_fd(cg, "memory");
     add_u64(mu, "usage", read_u64(md, v2 ? "memory.current" : "memory.usage_in_bytes"));
     add_u64(mu, "max", read_u64(md, v2 ? "memory.peak" : "memory.max_usage_in_bytes"));
     add_u64(mu, "limit", read_u64(md, v2 ? "memory.max" : "memory.limit_in_bytes"));
@@ -85,7 +71,7 @@ char *cgroup_stats_json(const struct cgroup *cg)
     json_object_object_add(data, "memory", mem);
 
     struct json_object *pids = json_object_new_object();
-    int pd = dir_of(cg, "pids");
+    int pd = cgroup_controller_fd(cg, "pids");
     add_u64(pids, "current", read_u64(pd, "pids.current"));
     add_u64(pids, "limit", read_u64(pd, "pids.max"));
     json_object_object_add(data, "pids", pids);
@@ -99,7 +85,7 @@ int cgroup_pids(const struct cgroup *cg, int **out, size_t *n, struct err **err)
 {
     *out = NULL;
     *n = 0;
-    int d = dir_of(cg, "pids");
+    int d = cgroup_controller_fd(cg, "pids");
     if (d < 0)
         d = cg->n ? cg->dirfds[0] : -1;
     if (d < 0)

@@ -210,8 +210,6 @@ static int plan_build(struct json_object *sc, struct seccomp_plan **out, struct 
         free(p);
         return err_input(err, "seccomp_init");
     }
-    /* no_new_privs is process.noNewPrivileges' business, not libseccomp's */
-    seccomp_attr_set(p->ctx, SCMP_FLTATR_CTL_NNP, 0);
     int r;
     struct json_object *archs = jarr(sc, "architectures", B, err, &r);
     struct json_object *flags = r < 0 ? NULL : jarr(sc, "flags", B, err, &r);
@@ -234,15 +232,13 @@ static int plan_build(struct json_object *sc, struct seccomp_plan **out, struct 
             goto fail;
         }
     }
+    /* Flags are load-time options (json_flags passes them to seccomp(2));
+     * here they are only checked. */
     for (size_t i = 0; flags && i < json_object_array_length(flags); i++) {
         const char *f = json_object_get_string(json_object_array_get_idx(flags, i));
-        if (f && strcmp(f, "SECCOMP_FILTER_FLAG_LOG") == 0)
-            seccomp_attr_set(p->ctx, SCMP_FLTATR_CTL_LOG, 1);
-        else if (f && strcmp(f, "SECCOMP_FILTER_FLAG_SPEC_ALLOW") == 0)
-            seccomp_attr_set(p->ctx, SCMP_FLTATR_CTL_SSB, 1);
-        else if (f && strcmp(f, "SECCOMP_FILTER_FLAG_TSYNC") == 0)
-            seccomp_attr_set(p->ctx, SCMP_FLTATR_CTL_TSYNC, 1);
-        else {
+        if (!f || (strcmp(f, "SECCOMP_FILTER_FLAG_LOG") != 0 &&
+                   strcmp(f, "SECCOMP_FILTER_FLAG_SPEC_ALLOW") != 0 &&
+                   strcmp(f, "SECCOMP_FILTER_FLAG_TSYNC") != 0)) {
             err_input(err, "config.json: `" B ".flags[%zu]`: unknown flag `%s`", i,
                      f ? f : "(not a string)");
             goto fail;

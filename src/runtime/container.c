@@ -254,8 +254,7 @@ fail:
     return -1;
 }
 
-/* Open, lock and read a container; returns the locked dir fd. */
-static int load(const struct runtime *rt, const char *id, int *rootfd,
+int lifecycle_load(const struct runtime *rt, const char *id, int *rootfd,
                 struct container_state **st, struct err **err)
 {
     *rootfd = state_root_open(rt->root, false, err);
@@ -286,7 +285,7 @@ int container_start(const struct runtime *rt, const char *id, struct err **err)
 {
     cleanup_close int rootfd = -1;
     cleanup_state struct container_state *st = NULL;
-    cleanup_close int dirfd = load(rt, id, &rootfd, &st, err);
+    cleanup_close int dirfd = lifecycle_load(rt, id, &rootfd, &st, err);
     if (dirfd < 0)
         return -1;
     enum container_status s = state_status(dirfd, st);
@@ -321,7 +320,7 @@ int container_state(const struct runtime *rt, const char *id, char **out, struct
 {
     cleanup_close int rootfd = -1;
     cleanup_state struct container_state *st = NULL;
-    cleanup_close int dirfd = load(rt, id, &rootfd, &st, err);
+    cleanup_close int dirfd = lifecycle_load(rt, id, &rootfd, &st, err);
     if (dirfd < 0)
         return -1;
     *out = state_to_oci_json(st, state_status(dirfd, st));
@@ -387,7 +386,7 @@ int container_kill(const struct runtime *rt, const char *id, int sig, bool all,
 {
     cleanup_close int rootfd = -1;
     cleanup_state struct container_state *st = NULL;
-    cleanup_close int dirfd = load(rt, id, &rootfd, &st, err);
+    cleanup_close int dirfd = lifecycle_load(rt, id, &rootfd, &st, err);
     if (dirfd < 0)
         return -1;
     enum container_status s = state_status(dirfd, st);
@@ -412,7 +411,7 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
 {
     cleanup_close int rootfd = -1;
     cleanup_state struct container_state *st = NULL;
-    cleanup_close int dirfd = load(rt, id, &rootfd, &st, err);
+    cleanup_close int dirfd = lifecycle_load(rt, id, &rootfd, &st, err);
     if (dirfd < 0) {
         /* A directory with no state is a create that was killed midway. */
         if (force && rootfd >= 0 && state_check_id(id, NULL) == 0 &&

@@ -89,6 +89,17 @@ static int parse_user(const char *s, uint32_t *uid, uint32_t *gid, bool *has_gid
     return 0;
 }
 
+/* dst = src, with `extra` (--cap) added to the bounding, effective and
+ * permitted sets. */
+static void caps_copy(struct oci_caps *dst, const struct oci_caps *src, char **extra)
+{
+    dst->bounding = strv_concat(src->bounding, extra);
+    dst->effective = strv_concat(src->effective, extra);
+    dst->permitted = strv_concat(src->permitted, extra);
+    dst->inheritable = strv_concat(src->inheritable, NULL);
+    dst->ambient = strv_concat(src->ambient, NULL);
+}
+
 /* The container's environment with --env entries replacing those of the
  * same name and the others added. */
 static char **env_merge(char **base, char **add)
@@ -133,13 +144,8 @@ static int build_process(const struct exec_opts *o, const struct oci_config *cfg
             return -1;
         /* A process.json without capabilities gets the container's. */
         if (!(*out)->has_caps && cfg->process && cfg->process->has_caps) {
-            const struct oci_caps *c = &cfg->process->caps;
             (*out)->has_caps = true;
-            (*out)->caps.bounding = strv_concat(c->bounding, NULL);
-            (*out)->caps.effective = strv_concat(c->effective, NULL);
-            (*out)->caps.permitted = strv_concat(c->permitted, NULL);
-            (*out)->caps.inheritable = strv_concat(c->inheritable, NULL);
-            (*out)->caps.ambient = strv_concat(c->ambient, NULL);
+            caps_copy(&(*out)->caps, &cfg->process->caps, NULL);
         }
         return 0;
     }
@@ -153,11 +159,7 @@ static int build_process(const struct exec_opts *o, const struct oci_config *cfg
         memcpy(p->rlimits, base->rlimits, base->n_rlimits * sizeof(*p->rlimits));
         p->n_rlimits = base->n_rlimits;
         p->has_caps = base->has_caps;
-        p->caps.bounding = strv_concat(base->caps.bounding, o->caps);
-        p->caps.effective = strv_concat(base->caps.effective, o->caps);
-        p->caps.permitted = strv_concat(base->caps.permitted, o->caps);
-        p->caps.inheritable = strv_concat(base->caps.inheritable, NULL);
-        p->caps.ambient = strv_concat(base->caps.ambient, NULL);
+        caps_copy(&p->caps, &base->caps, o->caps);
         p->no_new_privileges = base->no_new_privileges;
         p->uid = base->uid;
         p->gid = base->gid;
@@ -235,19 +237,10 @@ static __attribute__((noreturn)) void exec_child_main(const struct exec_child *c
 int container_exec(const struct runtime *rt, const struct exec_opts *o, int *status,
                    struct err **err)
 {
-    cleanup_close int rootfd = state_root_open(rt->root, false, err);
-    if (rootfd < 0) {
-        if (err_code(*err) == ENOENT) {
-            err_free(err);
-            return err_make(err, 0, "container `%s` does not exist", o->id);
-        }
-        return -1;
-    }
-    cleanup_close int dirfd = state_dir_open(rootfd, o->id, err);
-    if (dirfd < 0)
-        return -1;
+    cleanup_close int rootfd = -1;
     cleanup_state struct container_state *st = NULL;
-    if (state_read(dirfd, &st, err) < 0)
+    cleanup_close int dirfd = lifecycle_load(rt, o->id, &rootfd, &st, err);
+    if (dirfd < 0)
         return -1;
     enum container_status s = state_status(dirfd, st);
     if (s != STATUS_RUNNING && s != STATUS_CREATED)

@@ -63,3 +63,8 @@ extern char **lifecycle_argv;
 /* If the container process keeps CAP_SYS_PTRACE, re-execute this command
  * from a sealed memfd copy of cocoon (does not return then); 0 otherwise. */
 int lifecycle_protect_binary(const struct oci_process *p, struct err **err);
+
+/* Open, lock and read the state of container `id` (*rootfd gets the state
+ * root); returns the locked directory fd. */
+int lifecycle_load(const struct runtime *rt, const char *id, int *rootfd,
+                   struct container_state **st, struct err **err);

@@ -14,6 +14,7 @@
 #include "common/util.h"
 #include "oci/state.h"
 #include "runtime/container.h"
+#include "runtime/lifecycle.h"
 
 /* Open and lock a container, check its status against `allowed` (a bit
  * mask of 1 << status), open its cgroup. Returns the locked dir fd. */
@@ -21,18 +22,10 @@ static int open_container(const struct runtime *rt, const char *id, unsigned all
                           const char *what, struct container_state **st, struct cgroup *cg,
                           struct err **err)
 {
-    cleanup_close int rootfd = state_root_open(rt->root, false, err);
-    if (rootfd < 0) {
-        err_free(err);
-        return err_make(err, 0, "container `%s` does not exist", id);
-    }
-    int dirfd = state_dir_open(rootfd, id, err);
+    cleanup_close int rootfd = -1;
+    int dirfd = lifecycle_load(rt, id, &rootfd, st, err);
     if (dirfd < 0)
         return -1;
-    if (state_read(dirfd, st, err) < 0) {
-        close(dirfd);
-        return -1;
-    }
     enum container_status s = state_status(dirfd, *st);
     if (!(allowed & (1u << s))) {
         close(dirfd);
