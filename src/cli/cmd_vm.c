@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "vmm/probe.h"
 #include "vmm/vm.h"
 
 static int vm_run_cmd(int argc, char **argv, struct err **err)
@@ -20,14 +22,15 @@ static int vm_run_cmd(int argc, char **argv, struct err **err)
         {"cmdline", required_argument, NULL, 'c'}, {"cpus", required_argument, NULL, 'p'},
         {"memory", required_argument, NULL, 'm'}, {"console", required_argument, NULL, 'C'},
         {"hugepages", no_argument, NULL, 'H'}, {"ksm", no_argument, NULL, 'K'},
-        {"no-map-kernel", no_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'},
+        {"no-map-kernel", no_argument, NULL, 'N'}, {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *usage = "vm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] "
                         "[--memory MIB] [--console stdio|none|file:PATH] [--hugepages] [--ksm] "
-                        "[--no-map-kernel]";
+                        "[--no-map-kernel] [--timeout SECONDS]";
     struct vm_config cfg = {.cpus = 1, .memory_mib = 128, .console_fd = 1, .console_in_fd = 0,
-                            .map_kernel = true};
+                            .map_kernel = true, .handle_signals = true};
     const char *console = "stdio";
     optind = 1;
     opterr = 0;
@@ -48,6 +51,17 @@ static int vm_run_cmd(int argc, char **argv, struct err **err)
                 return err_input(err, "vm run: --memory `%s` is not a number of MiB", optarg);
             cfg.memory_mib = n;
             break;
+        case 't': {
+            char *end;
+            errno = 0;
+            double t = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(t > 0 && t <= 86400))
+                return err_input(err, "vm run: --timeout `%s` is not a number of seconds in (0, 86400]",
+                                 optarg);
+            unsigned ms = (unsigned)(t * 1000 + 0.5);
+            cfg.timeout_ms = ms ? ms : 1;
+            break;
+        }
         case 'C': console = optarg; break;
         case 'H': cfg.hugepages = true; break;
         case 'K': cfg.mergeable = true; break;
@@ -89,14 +103,39 @@ static int vm_run_cmd(int argc, char **argv, struct err **err)
     return vm_exit_status(&ex);
 }
 
+/* `cocoon vm check`: can this host boot a Linux guest? Exit 0 yes, 2 no. */
+static int vm_check_cmd(int argc, char **argv, struct err **err)
+{
+    bool quiet = argc > 1 && (strcmp(argv[1], "--quiet") == 0 || strcmp(argv[1], "-q") == 0);
+    if (argc > (quiet ? 2 : 1))
+        return err_input(err, "vm check: unexpected argument `%s` (usage: cocoon vm check [--quiet])",
+                         argv[quiet ? 2 : 1]);
+    struct vm_probe p;
+    if (vm_probe_host(&p, err) < 0)
+        return err_wrap(err, "vm check");
+    if (!quiet) {
+        printf("kvm: /dev/kvm usable\n");
+        printf("guest kernel mode (CPL0): %s, %.1f M instructions/s\n",
+               p.cpl0_native ? "native" : "emulated", p.cpl0_mips);
+        printf("linux guests: %s\n",
+               p.cpl0_native ? "can boot here"
+                             : "cannot boot here in useful time (guest kernel mode is emulated in "
+                               "software; use a host with hardware virtualization)");
+    }
+    return p.cpl0_native ? 0 : 2;
+}
+
 int cmd_vm(const struct runtime *rt, int argc, char **argv, struct err **err)
 {
     (void)rt;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        printf("usage: cocoon vm run --kernel FILE [options] (cocoon vm run --help)\n");
+        printf("usage: cocoon vm run --kernel FILE [options] (cocoon vm run --help)\n"
+               "       cocoon vm check [--quiet]   can this host boot Linux guests?\n");
         return argc < 2 ? 1 : 0;
     }
     if (strcmp(argv[1], "run") == 0)
         return vm_run_cmd(argc - 1, argv + 1, err);
-    return err_input(err, "vm: unknown subcommand `%s` (run)", argv[1]);
+    if (strcmp(argv[1], "check") == 0)
+        return vm_check_cmd(argc - 1, argv + 1, err);
+    return err_input(err, "vm: unknown subcommand `%s` (run, check)", argv[1]);
 }

@@ -48,8 +48,8 @@ void vm_debug_write(struct vm *vm, struct vcpu *vcpu, uint64_t offset, uint8_t *
     memcpy(&gpa, data, 4);
     const struct ucall_block *g = guest_mem_ptr(&vm->mem, gpa, sizeof(*g));
     if (g == NULL) {
-        vm_request_exit(vm, VM_EXIT_ERROR, 0, "debug port: ucall at %#x is outside guest memory",
-                        gpa);
+        /* A guest cannot make the VMM fail: ignore it (and say so once in debug logs). */
+        log_debug("debug port: ucall at %#x is outside guest memory; ignored", gpa);
         return;
     }
     /* Copy first: the guest may change the block while we look at it. */
@@ -68,8 +68,7 @@ void vm_debug_write(struct vm *vm, struct vcpu *vcpu, uint64_t offset, uint8_t *
                         "guest exited with status %llu", (unsigned long long)uc.args[0]);
         break;
     default:
-        vm_request_exit(vm, VM_EXIT_ERROR, 0, "debug port: unknown ucall %llu",
-                        (unsigned long long)uc.cmd);
+        log_debug("debug port: unknown ucall %llu; ignored", (unsigned long long)uc.cmd);
     }
 }
 

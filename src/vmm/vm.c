@@ -8,8 +8,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -45,6 +48,8 @@ int vm_exit_status(const struct vm_exit *e)
     case VM_EXIT_REBOOT: return VM_STATUS_REBOOT;
     case VM_EXIT_TRIPLE_FAULT: return VM_STATUS_TRIPLE_FAULT;
     case VM_EXIT_GUEST_FAIL: return VM_STATUS_GUEST_FAIL;
+    case VM_EXIT_TIMEOUT: return VM_STATUS_TIMEOUT;
+    case VM_EXIT_SIGNAL: return 128 + e->status;
     default: return VM_STATUS_ERROR;
     }
 }
@@ -138,24 +143,57 @@ fail:
     return -1;
 }
 
-/* The event thread: console input and the exit request (device queues will
- * join this loop through ioeventfds). */
-static void event_loop(struct vm *vm)
+/* Stop signals and the timeout become fds in the event loop. Returns the
+ * signalfd (or -1) and fills *tfd with the timerfd (or -1). */
+static int event_sources(struct vm *vm, int *tfd)
+{
+    int sfd = -1;
+    *tfd = -1;
+    if (vm->cfg.handle_signals) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGHUP);
+        sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    }
+    if (vm->cfg.timeout_ms) {
+        *tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        struct itimerspec its = {.it_value = {.tv_sec = vm->cfg.timeout_ms / 1000,
+                                              .tv_nsec = (vm->cfg.timeout_ms % 1000) * 1000000L}};
+        if (*tfd >= 0)
+            timerfd_settime(*tfd, 0, &its, NULL);
+    }
+    return sfd;
+}
+
+static void epoll_add(int ep, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    if (fd >= 0)
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* The event thread: console input, stop signals, the timeout and the exit
+ * request (device queues join this loop through ioeventfds). */
+static void event_loop(struct vm *vm, int sfd, int tfd)
 {
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = vm->exit_efd};
-    epoll_ctl(ep, EPOLL_CTL_ADD, vm->exit_efd, &ev);
+    epoll_add(ep, vm->exit_efd);
+    epoll_add(ep, sfd);
+    epoll_add(ep, tfd);
     int in = vm->cfg.console_in_fd;
     if (in >= 0) {
-        ev.data.fd = in;
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = in};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, in, &ev) < 0)
             in = -1; /* e.g. a regular file: no input */
     }
     while (!atomic_load(&vm->exiting)) {
-        struct epoll_event evs[4];
-        int n = epoll_wait(ep, evs, 4, -1);
+        struct epoll_event evs[8];
+        int n = epoll_wait(ep, evs, 8, -1);
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.fd == in) {
+            int fd = evs[i].data.fd;
+            if (fd == in) {
                 uint8_t buf[SERIAL_FIFO];
                 ssize_t r = read(in, buf, sizeof(buf));
                 if (r <= 0) {
@@ -164,6 +202,14 @@ static void event_loop(struct vm *vm)
                 } else {
                     serial_input(&vm->serial, buf, (size_t)r);
                 }
+            } else if (fd == sfd) {
+                struct signalfd_siginfo si;
+                if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                    vm_request_exit(vm, VM_EXIT_SIGNAL, (int)si.ssi_signo,
+                                    "stopped by signal %u", si.ssi_signo);
+            } else if (fd == tfd) {
+                vm_request_exit(vm, VM_EXIT_TIMEOUT, 0, "stopped after the %u ms timeout",
+                                vm->cfg.timeout_ms);
             }
         }
     }
@@ -172,12 +218,27 @@ static void event_loop(struct vm *vm)
 
 int vm_run(struct vm *vm, struct vm_exit *exit, struct err **err)
 {
-    if (vm_start_vcpus(vm, err) < 0) {
-        vm_stop_vcpus(vm);
-        return -1;
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    if (vm->cfg.handle_signals) {
+        /* blocked before the vCPU threads start, so they inherit it */
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGHUP);
     }
-    event_loop(vm);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    int tfd, sfd = event_sources(vm, &tfd);
+    int r = vm_start_vcpus(vm, err);
+    if (r == 0)
+        event_loop(vm, sfd, tfd);
     vm_stop_vcpus(vm);
+    if (sfd >= 0)
+        close(sfd);
+    if (tfd >= 0)
+        close(tfd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r < 0)
+        return -1;
     pthread_mutex_lock(&vm->exit_lock);
     *exit = vm->exit;
     pthread_mutex_unlock(&vm->exit_lock);

@@ -21,6 +21,8 @@ enum vm_exit_kind {
     VM_EXIT_TRIPLE_FAULT, /* KVM_EXIT_SHUTDOWN */
     VM_EXIT_GUEST_FAIL,   /* a test guest reported a failed check */
     VM_EXIT_ERROR,        /* the VMM could not go on (internal error, bad exit) */
+    VM_EXIT_TIMEOUT,      /* the VMM stopped the guest after cfg.timeout_ms */
+    VM_EXIT_SIGNAL,       /* the VMM was asked to stop by a signal (status: its number) */
 };
 
 struct vm_exit {
@@ -40,12 +42,15 @@ struct vm_config {
     bool hugepages;
     bool mergeable;
     bool map_kernel;         /* map the kernel file MAP_PRIVATE where its layout allows */
+    unsigned timeout_ms;     /* stop the guest after this long; 0: never */
+    bool handle_signals;     /* SIGTERM/SIGINT/SIGHUP stop the VM in order (the CLI) */
 };
 
 /* Exit statuses of `cocoon vm run` (documented in docs/vmm.md). */
 #define VM_STATUS_REBOOT 64
 #define VM_STATUS_TRIPLE_FAULT 65
 #define VM_STATUS_GUEST_FAIL 66
+#define VM_STATUS_TIMEOUT 67
 #define VM_STATUS_ERROR 70
 
 struct vm;

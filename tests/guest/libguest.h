@@ -23,4 +23,26 @@ void g_print(const char *fmt, ...);
 __attribute__((noreturn)) void g_fail(const char *fmt, ...);
 __attribute__((noreturn)) void g_exit(uint64_t status);
 
+#define G_MEMMAP_MAX 16
+
+struct g_memmap {
+    uint64_t addr, size;
+    uint32_t type;
+};
+
+/* What the VMM handed over, from hvm_start_info (kind 0) or boot_params
+ * (kind 1). */
+struct g_boot {
+    int kind;
+    int magic_ok;           /* the structure's magic and version are right */
+    const char *cmdline;
+    struct g_memmap memmap[G_MEMMAP_MAX];
+    uint32_t memmap_n;
+    uint32_t nr_modules;
+    uint64_t initrd, initrd_size;
+};
+
+/* Each test guest's checks, run at CPL3; must end with g_exit or g_fail. */
+void guest_main(const struct g_boot *b);
+
 #define G_CHECK(cond, ...) do { if (!(cond)) g_fail(__VA_ARGS__); } while (0)

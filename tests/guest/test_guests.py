@@ -4,6 +4,7 @@ The guests run their checks at CPL3 (native even where guest kernel mode
 is emulated) and report through the debug channel; see tests/guest/*.c.
 """
 import os
+import signal
 import subprocess
 
 import pytest
@@ -12,6 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 COCOON = os.environ.get("COCOON", os.path.join(ROOT, "build", "src", "cocoon"))
 BUILD = os.path.dirname(os.path.dirname(COCOON))
 PVH_GUEST = os.path.join(BUILD, "tests", "guest", "pvh_guest.elf")
+BZ_GUEST = os.path.join(BUILD, "tests", "guest", "bz_guest.bin")
+GUESTS = {"pvh": PVH_GUEST, "linux": BZ_GUEST}
 TIMEOUT = 60
 
 pytestmark = [
@@ -23,6 +26,7 @@ pytestmark = [
 
 def vm_run(*args, stdin=subprocess.DEVNULL):
     return subprocess.run([COCOON, "vm", "run", *args], stdin=stdin, capture_output=True,
+                          errors="replace",
                           text=True, timeout=TIMEOUT)
 
 
@@ -31,25 +35,30 @@ def guest(cmdline, *extra, memory=64, kernel=None):
                   "--cmdline", f"mem_mib={memory} {cmdline}".strip(), *extra)
 
 
-def test_pvh_guest_exit_status_and_uart():
-    r = guest("exit=7")
+@pytest.mark.parametrize("boot", GUESTS)
+def test_exit_status_and_uart(boot):
+    r = guest("exit=7", kernel=GUESTS[boot])
     assert r.returncode == 7, r.stderr
     assert "cocoon test guest: hello from the 8250 UART" in r.stdout
     assert "guest: cmdline: mem_mib=64 exit=7" in r.stderr
+    assert f"guest: boot: {boot}" in r.stderr
 
 
+@pytest.mark.parametrize("boot", GUESTS)
 @pytest.mark.parametrize("memory", [8, 64, 512])
-def test_memory_map_matches_memory(memory):
-    r = guest("", memory=memory)
+def test_memory_map_matches_memory(boot, memory):
+    r = guest("", memory=memory, kernel=GUESTS[boot])
     assert r.returncode == 0, r.stderr
     assert "memmap[0]: 0 +9fc00 type 1" in r.stderr
 
 
-def test_initrd_bytes_arrive(tmp_path):
+@pytest.mark.parametrize("boot", GUESTS)
+def test_initrd_bytes_arrive(tmp_path, boot):
     data = os.urandom(300_000)
     p = tmp_path / "initrd"
     p.write_bytes(data)
-    r = guest(f"initrd_size={len(data)} initrd_sum={sum(data)}", "--initrd", str(p))
+    r = guest(f"initrd_size={len(data)} initrd_sum={sum(data)}", "--initrd", str(p),
+              kernel=GUESTS[boot])
     assert r.returncode == 0, r.stderr
     assert "sum ok" in r.stderr
 
@@ -91,6 +100,52 @@ def test_guest_failure_is_distinguished():
     assert "asked to fail: yes" in r.stderr
 
 
+def test_looping_guest_is_stopped_on_timeout():
+    r = guest("loop=1", "--timeout", "0.5")
+    assert r.returncode == 67, r.stderr
+    assert "timeout" in r.stderr
+
+
+def test_sigterm_stops_the_vm_in_order():
+    p = subprocess.Popen([COCOON, "vm", "run", "--kernel", PVH_GUEST, "--memory", "64",
+                          "--cmdline", "loop=1"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # wait until the guest runs its checks (its first ucall)
+        line = p.stderr.readline()
+        assert "guest: cmdline" in line, line
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by signal 15" in err
+
+
+@pytest.mark.parametrize("boot", GUESTS)
+def test_garbage_to_every_port_does_not_hurt_the_vmm(boot):
+    r = guest("garbage_ports=1 exit=5", kernel=GUESTS[boot])
+    assert r.returncode == 5, r.stderr
+    assert "wrote garbage to every port" in r.stdout
+
+
+def test_garbage_to_mmio_does_not_hurt_the_vmm():
+    r = guest("garbage_mmio=1 exit=6")
+    assert r.returncode == 6, r.stderr
+    assert "garbage written to" in r.stderr
+
+
+def test_vm_check_reports_guest_kernel_mode():
+    r = subprocess.run([COCOON, "vm", "check"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode in (0, 2), r.stderr
+    assert "guest kernel mode (CPL0): " in r.stdout
+    native = "CPL0): native" in r.stdout
+    assert (r.returncode == 0) == native
+    q = subprocess.run([COCOON, "vm", "check", "--quiet"], capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert q.stdout == "" and q.returncode in (0, 2)
+
+
 def test_kernel_not_mapped_boots_too():
     r = guest("exit=5", "--no-map-kernel")
     assert r.returncode == 5, r.stderr
@@ -105,6 +160,8 @@ def test_kernel_not_mapped_boots_too():
     (["--cmdline", "x" * 70000], "--cmdline"),
     (["--console", "tty"], "--console"),
     (["--bogus"], "--bogus"),
+    (["--timeout", "0"], "--timeout"),
+    (["--timeout", "soon"], "--timeout"),
 ])
 def test_bad_input_is_one_clear_line(args, expect):
     base = {"--kernel": PVH_GUEST, "--memory": "64"}

@@ -1,0 +1,105 @@
+/* A test guest that checks what the VMM handed over at boot, through PVH
+ * (pvh_guest.elf) or the Linux 64-bit boot protocol (bz_guest.bin): the
+ * boot structure's magic, the memory map, the command line, the initrd.
+ * Expected values come on the command line:
+ *   mem_mib=N                    guest RAM size
+ *   initrd_size=N initrd_sum=N   the initrd's size and byte sum (optional)
+ *   exit=N                       the exit status to end with (default 0)
+ *   fault=1 / fail=X / loop=1    triple fault / failed check / spin forever
+ *   garbage_mmio=1               write garbage to every MMIO page above RAM
+ *   garbage_ports=1              (boot.c, at CPL0) garbage to every port */
+#include "libguest.h"
+#include "vmm/boot_abi.h"
+
+static void check_memory(const struct g_boot *b, uint64_t mem)
+{
+    uint64_t ram = 0;
+    G_CHECK(b->memmap_n > 0, "no memory map");
+    for (uint32_t i = 0; i < b->memmap_n; i++) {
+        const struct g_memmap *m = &b->memmap[i];
+        g_print("memmap[%u]: %lx +%lx type %u", i, m->addr, m->size, m->type);
+        if (m->type == E820_RAM)
+            ram += m->size;
+    }
+    G_CHECK(b->memmap[0].addr == 0 && b->memmap[0].type == E820_RAM,
+            "memory map does not start with RAM at 0");
+    /* RAM may exclude a hole below 1 MiB, never more than that */
+    G_CHECK(ram <= mem && ram + 0x100000 >= mem, "RAM in the map %lu, expected %lu", ram, mem);
+    volatile uint8_t *last = (volatile uint8_t *)(uintptr_t)(mem - 1);
+    *last = 0x5a;
+    G_CHECK(*last == 0x5a, "the last byte of RAM does not hold a value");
+}
+
+static void check_initrd(const struct g_boot *b, const char *cmdline, uint64_t size)
+{
+    char v[32];
+    G_CHECK(b->nr_modules == 1, "%u modules, expected 1", b->nr_modules);
+    G_CHECK(b->initrd_size == size, "initrd size %lu, expected %lu", b->initrd_size, size);
+    G_CHECK((b->initrd & 0xfff) == 0, "initrd at %lx is not page aligned", b->initrd);
+    uint64_t sum = 0;
+    const uint8_t *p = (const uint8_t *)(uintptr_t)b->initrd;
+    for (uint64_t i = 0; i < size; i++)
+        sum += p[i];
+    G_CHECK(g_cmdline_get(cmdline, "initrd_sum", v, sizeof(v)), "initrd_sum missing");
+    G_CHECK(sum == g_parse_u64(v), "initrd byte sum %lu, expected %s", sum, v);
+    g_print("initrd: %lu bytes at %lx, sum ok", size, b->initrd);
+}
+
+/* Pages from the top of RAM to 4 GiB get a read and a garbage write of each
+ * size: 16 MiB apart below 3 GiB (nothing lives there), 64 KiB apart above,
+ * and every page of the first MiB of the device window at 0xd0000000. */
+static void garbage_mmio(uint64_t mem)
+{
+    uint32_t x = 0x9e3779b9;
+    uint64_t n = 0;
+    for (uint64_t a = mem; a < (1ull << 32);
+         a += a < 0xc0000000ull ? 0x1000000 : a - 0xd0000000ull < 0x100000 ? 0x1000 : 0x10000) {
+        /* the test's own channel, and the local APIC (KVM's, not cocoon's:
+         * a garbage ICR write could INIT this very CPU) */
+        if ((a >= COCOON_DEBUG_MMIO && a < COCOON_DEBUG_MMIO + 0x1000) ||
+            (a >= 0xfee00000ull && a < 0xfee01000ull))
+            continue;
+        x = x * 1103515245u + 12345u;
+        volatile uint8_t *p = (volatile uint8_t *)(uintptr_t)(a + (x & 0xff8));
+        (void)*p;
+        *p = (uint8_t)x;
+        *(volatile uint16_t *)p = (uint16_t)(x >> 8);
+        *(volatile uint32_t *)p = x;
+        *(volatile uint64_t *)p = (uint64_t)x << 32 | x;
+        (void)*(volatile uint64_t *)p;
+        n++;
+    }
+    g_print("garbage written to %lu MMIO pages", n);
+}
+
+void guest_main(const struct g_boot *b)
+{
+    G_CHECK(b->magic_ok, "the boot structure's magic or version is wrong (kind %d)", b->kind);
+    G_CHECK(b->cmdline != 0, "no command line");
+    const char *cmdline = b->cmdline;
+    g_print("cmdline: %s", cmdline);
+    g_print("boot: %s", b->kind == 0 ? "pvh" : "linux");
+
+    char v[64];
+    uint64_t mem = 0;
+    if (g_cmdline_get(cmdline, "mem_mib", v, sizeof(v))) {
+        mem = g_parse_u64(v) << 20;
+        check_memory(b, mem);
+    }
+    if (g_cmdline_get(cmdline, "initrd_size", v, sizeof(v)))
+        check_initrd(b, cmdline, g_parse_u64(v));
+    if (g_cmdline_get(cmdline, "garbage_mmio", v, sizeof(v)))
+        garbage_mmio(mem ? mem : 0x100000);
+    /* fault=1: take an exception at CPL3 with no IDT: a triple fault */
+    if (g_cmdline_get(cmdline, "fault", v, sizeof(v)))
+        __asm__ volatile("ud2");
+    if (g_cmdline_get(cmdline, "fail", v, sizeof(v)))
+        g_fail("asked to fail: %s", v);
+    if (g_cmdline_get(cmdline, "loop", v, sizeof(v)))
+        for (;;)
+            __asm__ volatile("pause");
+    uint64_t status = 0;
+    if (g_cmdline_get(cmdline, "exit", v, sizeof(v)))
+        status = g_parse_u64(v);
+    g_exit(status);
+}
