@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/vm_devices.h"
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -15,91 +16,141 @@
 #include "vmm/probe.h"
 #include "vmm/vm.h"
 
-static int vm_run_cmd(int argc, char **argv, struct err **err)
+static const struct option run_opts[] = {
+    {"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
+    {"cmdline", required_argument, NULL, 'c'}, {"cpus", required_argument, NULL, 'p'},
+    {"memory", required_argument, NULL, 'm'}, {"console", required_argument, NULL, 'C'},
+    {"hugepages", no_argument, NULL, 'H'}, {"ksm", no_argument, NULL, 'K'},
+    {"no-map-kernel", no_argument, NULL, 'N'}, {"timeout", required_argument, NULL, 't'},
+    {"rng", no_argument, NULL, 'R'}, {"disk", required_argument, NULL, 'D'},
+    {"virtio-console", required_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static const char run_usage[] =
+    "vm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory MIB] "
+    "[--console stdio|none|file:PATH] [--hugepages] [--ksm] [--no-map-kernel] "
+    "[--timeout SECONDS] [--rng] [--disk PATH[,ro][,direct][,serial=ID]]... "
+    "[--virtio-console stdio|file:PATH|socket:PATH]";
+
+/* Files opened while parsing, closed when the command ends. */
+struct run_files {
+    int fds[VM_MAX_DEVICES + 1];
+    unsigned n;
+};
+
+static int parse_timeout(const char *s, unsigned *ms, struct err **err)
 {
-    static const struct option opts[] = {
-        {"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
-        {"cmdline", required_argument, NULL, 'c'}, {"cpus", required_argument, NULL, 'p'},
-        {"memory", required_argument, NULL, 'm'}, {"console", required_argument, NULL, 'C'},
-        {"hugepages", no_argument, NULL, 'H'}, {"ksm", no_argument, NULL, 'K'},
-        {"no-map-kernel", no_argument, NULL, 'N'}, {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *usage = "vm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] "
-                        "[--memory MIB] [--console stdio|none|file:PATH] [--hugepages] [--ksm] "
-                        "[--no-map-kernel] [--timeout SECONDS]";
-    struct vm_config cfg = {.cpus = 1, .memory_mib = 128, .console_fd = 1, .console_in_fd = 0,
-                            .map_kernel = true, .handle_signals = true};
+    char *end;
+    errno = 0;
+    double t = strtod(s, &end);
+    if (errno || end == s || *end || !(t > 0 && t <= 86400))
+        return err_input(err, "vm run: --timeout `%s` is not a number of seconds in (0, 86400]", s);
+    unsigned v = (unsigned)(t * 1000 + 0.5);
+    *ms = v ? v : 1;
+    return 0;
+}
+
+static int parse_console(const char *console, struct vm_config *cfg, struct run_files *f,
+                         struct err **err)
+{
+    if (strcmp(console, "none") == 0) {
+        cfg->console_fd = cfg->console_in_fd = -1;
+    } else if (strncmp(console, "file:", 5) == 0) {
+        int fd = open(console + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return err_make(err, errno, "vm run: --console `%s`", console);
+        f->fds[f->n++] = fd;
+        cfg->console_fd = fd;
+        cfg->console_in_fd = -1;
+    } else if (strcmp(console, "stdio") != 0) {
+        return err_input(err, "vm run: --console must be stdio, none or file:PATH");
+    }
+    return 0;
+}
+
+/* Returns 1 for --help, 0 when cfg is complete, <0 on bad input. */
+static int parse_run(int argc, char **argv, struct vm_config *cfg, struct run_files *f,
+                     struct err **err)
+{
     const char *console = "stdio";
     optind = 1;
     opterr = 0;
-    int c;
+    int c, opened;
     uint64_t n;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+h", run_opts, NULL)) != -1) {
         switch (c) {
-        case 'k': cfg.kernel = optarg; break;
-        case 'i': cfg.initrd = optarg; break;
-        case 'c': cfg.cmdline = optarg; break;
+        case 'k': cfg->kernel = optarg; break;
+        case 'i': cfg->initrd = optarg; break;
+        case 'c': cfg->cmdline = optarg; break;
         case 'p':
             if (parse_u64(optarg, 1024, &n) < 0)
                 return err_input(err, "vm run: --cpus `%s` is not a number", optarg);
-            cfg.cpus = (unsigned)n;
+            cfg->cpus = (unsigned)n;
             break;
         case 'm':
             if (parse_u64(optarg, 1 << 20, &n) < 0)
                 return err_input(err, "vm run: --memory `%s` is not a number of MiB", optarg);
-            cfg.memory_mib = n;
+            cfg->memory_mib = n;
             break;
-        case 't': {
-            char *end;
-            errno = 0;
-            double t = strtod(optarg, &end);
-            if (errno || end == optarg || *end || !(t > 0 && t <= 86400))
-                return err_input(err, "vm run: --timeout `%s` is not a number of seconds in (0, 86400]",
-                                 optarg);
-            unsigned ms = (unsigned)(t * 1000 + 0.5);
-            cfg.timeout_ms = ms ? ms : 1;
-            break;
-        }
         case 'C': console = optarg; break;
-        case 'H': cfg.hugepages = true; break;
-        case 'K': cfg.mergeable = true; break;
-        case 'N': cfg.map_kernel = false; break;
-        case 'h': printf("usage: cocoon %s\n", usage); return 0;
+        case 'H': cfg->hugepages = true; break;
+        case 'K': cfg->mergeable = true; break;
+        case 'N': cfg->map_kernel = false; break;
+        case 't':
+            if (parse_timeout(optarg, &cfg->timeout_ms, err) < 0)
+                return -1;
+            break;
+        case 'R':
+            if (vm_opt_rng(cfg, err) < 0)
+                return -1;
+            break;
+        case 'D':
+            if (vm_opt_disk(cfg, optarg, err) < 0)
+                return -1;
+            break;
+        case 'V':
+            opened = -1;
+            if (vm_opt_console(cfg, optarg, &opened, err) < 0)
+                return -1;
+            if (opened >= 0)
+                f->fds[f->n++] = opened;
+            break;
+        case 'h': printf("usage: cocoon %s\n", run_usage); return 1;
         default:
             return err_input(err, "vm run: unknown or incomplete option `%s` (usage: cocoon %s)",
-                             argv[optind - 1], usage);
+                             argv[optind - 1], run_usage);
         }
     }
     if (optind != argc)
         return err_input(err, "vm run: unexpected argument `%s`", argv[optind]);
-    cleanup_close int console_fd = -1;
-    if (strcmp(console, "none") == 0) {
-        cfg.console_fd = -1;
-        cfg.console_in_fd = -1;
-    } else if (strncmp(console, "file:", 5) == 0) {
-        console_fd = open(console + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (console_fd < 0)
-            return err_make(err, errno, "vm run: --console `%s`", console);
-        cfg.console_fd = console_fd;
-        cfg.console_in_fd = -1;
-    } else if (strcmp(console, "stdio") != 0) {
-        return err_input(err, "vm run: --console must be stdio, none or file:PATH");
-    }
+    return parse_console(console, cfg, f, err);
+}
+
+static int vm_run_cmd(int argc, char **argv, struct err **err)
+{
+    struct vm_config cfg = {.cpus = 1, .memory_mib = 128, .console_fd = 1, .console_in_fd = 0,
+                            .map_kernel = true, .handle_signals = true};
+    struct run_files files = {.n = 0};
+    int r = parse_run(argc, argv, &cfg, &files, err);
     struct vm *vm = NULL;
-    if (vm_create(&cfg, &vm, err) < 0)
-        return err_wrap(err, "vm run");
     struct vm_exit ex = {0};
-    int r = vm_run(vm, &ex, err);
-    vm_destroy(vm);
+    if (r == 0 && vm_create(&cfg, &vm, err) == 0) {
+        r = vm_run(vm, &ex, err);
+        vm_destroy(vm);
+    } else if (r == 0) {
+        r = -1;
+    }
+    for (unsigned i = 0; i < files.n; i++)
+        close(files.fds[i]);
     if (r < 0)
         return err_wrap(err, "vm run");
-    if (ex.kind == VM_EXIT_ERROR) {
+    if (r == 1)
+        return 0; /* --help */
+    if (ex.kind == VM_EXIT_ERROR)
         log_report_error(ex.msg);
-    } else if (ex.kind != VM_EXIT_POWEROFF) {
+    else if (ex.kind != VM_EXIT_POWEROFF)
         fprintf(stderr, "cocoon: vm: %s\n", ex.msg);
-    }
     return vm_exit_status(&ex);
 }
 

@@ -15,3 +15,6 @@
 #define HIGH_RAM_START 0x100000
 #define BZIMAGE_LOAD_ADDR 0x100000
 #define MIN_MEMORY_MIB 4
+/* virtio-mmio devices: one 4 KiB register page each from here, IRQ 5 up */
+#define VIRTIO_MMIO_BASE 0xd0000000ull
+#define VIRTIO_IRQ_BASE 5

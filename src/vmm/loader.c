@@ -59,7 +59,7 @@ static size_t memory_map(const struct vm *vm, struct hvm_memmap_entry *e)
 
 static int put_cmdline(struct vm *vm, uint64_t max, struct err **err)
 {
-    const char *c = vm->cfg.cmdline ? vm->cfg.cmdline : "";
+    const char *c = vm->cmdline ? vm->cmdline : "";
     size_t n = strlen(c) + 1;
     if (n > max || n > CMDLINE_MAX)
         return err_input(err, "--cmdline is %zu bytes; this kernel takes at most %llu", n - 1,

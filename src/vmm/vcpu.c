@@ -148,15 +148,7 @@ static void *vcpu_thread(void *arg)
             handle_io(vm, v);
             break;
         case KVM_EXIT_MMIO:
-            if (r->mmio.phys_addr >= DEBUG_MMIO_ADDR &&
-                r->mmio.phys_addr < DEBUG_MMIO_ADDR + DEBUG_MMIO_SIZE && r->mmio.is_write &&
-                r->mmio.len <= sizeof(r->mmio.data)) {
-                vm_debug_write(vm, v, r->mmio.phys_addr - DEBUG_MMIO_ADDR, r->mmio.data,
-                               r->mmio.len);
-            } else if (!r->mmio.is_write) {
-                /* nothing there: reads see a floating bus */
-                memset(r->mmio.data, 0xff, sizeof(r->mmio.data));
-            }
+            vm_mmio(vm, v, r->mmio.phys_addr, r->mmio.data, r->mmio.len, r->mmio.is_write);
             break;
         case KVM_EXIT_HLT:
             vm_request_exit(vm, VM_EXIT_POWEROFF, 0, "vcpu%d halted", v->index);

@@ -117,7 +117,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out, struct err **err)
     pthread_mutex_init(&vm->exit_lock, NULL);
     struct guest_mem_opts mo = {.size = cfg->memory_mib << 20, .hugepages = cfg->hugepages,
                                 .mergeable = cfg->mergeable};
-    if (setup_kvm(vm, err) < 0 || guest_mem_create(&mo, &vm->mem, err) < 0)
+    if (setup_kvm(vm, err) < 0 || guest_mem_create(&mo, &vm->mem, err) < 0 ||
+        evloop_create(&vm->loop, err) < 0 || vm_devices_create(vm, err) < 0)
         goto fail;
     struct kvm_userspace_memory_region region = {
         .slot = 0, .guest_phys_addr = 0, .memory_size = vm->mem.size,
@@ -143,77 +144,92 @@ fail:
     return -1;
 }
 
-/* Stop signals and the timeout become fds in the event loop. Returns the
- * signalfd (or -1) and fills *tfd with the timerfd (or -1). */
-static int event_sources(struct vm *vm, int *tfd)
+struct stop_sources {
+    struct vm *vm;
+    int sfd, tfd, in;
+};
+
+static void on_exit_request(void *arg, uint32_t events)
 {
-    int sfd = -1;
-    *tfd = -1;
+    (void)arg;
+    (void)events; /* vm->exiting is set: the loop ends */
+}
+
+static void on_signal(void *arg, uint32_t events)
+{
+    (void)events;
+    struct stop_sources *s = arg;
+    struct signalfd_siginfo si;
+    if (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        vm_request_exit(s->vm, VM_EXIT_SIGNAL, (int)si.ssi_signo, "stopped by signal %u",
+                        si.ssi_signo);
+}
+
+static void on_timeout(void *arg, uint32_t events)
+{
+    (void)events;
+    struct stop_sources *s = arg;
+    vm_request_exit(s->vm, VM_EXIT_TIMEOUT, 0, "stopped after the %u ms timeout",
+                    s->vm->cfg.timeout_ms);
+}
+
+static void on_serial_input(void *arg, uint32_t events)
+{
+    (void)events;
+    struct stop_sources *s = arg;
+    uint8_t buf[SERIAL_FIFO];
+    ssize_t r = read(s->in, buf, sizeof(buf));
+    if (r <= 0) {
+        evloop_del(s->vm->loop, s->in);
+        s->in = -1;
+    } else {
+        serial_input(&s->vm->serial, buf, (size_t)r);
+    }
+}
+
+/* Stop signals, the timeout, the exit request and the serial console's
+ * input join the event loop next to the devices. */
+static void add_vm_sources(struct vm *vm, struct stop_sources *s)
+{
+    struct err *e = NULL;
+    *s = (struct stop_sources){.vm = vm, .sfd = -1, .tfd = -1, .in = -1};
+    evloop_add(vm->loop, vm->exit_efd, EPOLLIN, on_exit_request, s, &e);
     if (vm->cfg.handle_signals) {
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, SIGTERM);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGHUP);
-        sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+        s->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (s->sfd >= 0)
+            evloop_add(vm->loop, s->sfd, EPOLLIN, on_signal, s, &e);
     }
     if (vm->cfg.timeout_ms) {
-        *tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
         struct itimerspec its = {.it_value = {.tv_sec = vm->cfg.timeout_ms / 1000,
                                               .tv_nsec = (vm->cfg.timeout_ms % 1000) * 1000000L}};
-        if (*tfd >= 0)
-            timerfd_settime(*tfd, 0, &its, NULL);
+        if (s->tfd >= 0 && timerfd_settime(s->tfd, 0, &its, NULL) == 0)
+            evloop_add(vm->loop, s->tfd, EPOLLIN, on_timeout, s, &e);
     }
-    return sfd;
+    if (vm->cfg.console_in_fd >= 0 &&
+        evloop_add(vm->loop, vm->cfg.console_in_fd, EPOLLIN, on_serial_input, s, &e) == 0)
+        s->in = vm->cfg.console_in_fd; /* a regular file cannot be watched: no input */
+    err_free(&e);
 }
 
-static void epoll_add(int ep, int fd)
+static void remove_vm_sources(struct vm *vm, struct stop_sources *s)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-    if (fd >= 0)
-        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-}
-
-/* The event thread: console input, stop signals, the timeout and the exit
- * request (device queues join this loop through ioeventfds). */
-static void event_loop(struct vm *vm, int sfd, int tfd)
-{
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    epoll_add(ep, vm->exit_efd);
-    epoll_add(ep, sfd);
-    epoll_add(ep, tfd);
-    int in = vm->cfg.console_in_fd;
-    if (in >= 0) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.fd = in};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, in, &ev) < 0)
-            in = -1; /* e.g. a regular file: no input */
+    evloop_del(vm->loop, vm->exit_efd);
+    if (s->in >= 0)
+        evloop_del(vm->loop, s->in);
+    if (s->sfd >= 0) {
+        evloop_del(vm->loop, s->sfd);
+        close(s->sfd);
     }
-    while (!atomic_load(&vm->exiting)) {
-        struct epoll_event evs[8];
-        int n = epoll_wait(ep, evs, 8, -1);
-        for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == in) {
-                uint8_t buf[SERIAL_FIFO];
-                ssize_t r = read(in, buf, sizeof(buf));
-                if (r <= 0) {
-                    epoll_ctl(ep, EPOLL_CTL_DEL, in, NULL);
-                    in = -1;
-                } else {
-                    serial_input(&vm->serial, buf, (size_t)r);
-                }
-            } else if (fd == sfd) {
-                struct signalfd_siginfo si;
-                if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                    vm_request_exit(vm, VM_EXIT_SIGNAL, (int)si.ssi_signo,
-                                    "stopped by signal %u", si.ssi_signo);
-            } else if (fd == tfd) {
-                vm_request_exit(vm, VM_EXIT_TIMEOUT, 0, "stopped after the %u ms timeout",
-                                vm->cfg.timeout_ms);
-            }
-        }
+    if (s->tfd >= 0) {
+        evloop_del(vm->loop, s->tfd);
+        close(s->tfd);
     }
-    close(ep);
 }
 
 int vm_run(struct vm *vm, struct vm_exit *exit, struct err **err)
@@ -227,15 +243,14 @@ int vm_run(struct vm *vm, struct vm_exit *exit, struct err **err)
         sigaddset(&stop, SIGHUP);
     }
     pthread_sigmask(SIG_BLOCK, &stop, &old);
-    int tfd, sfd = event_sources(vm, &tfd);
+    struct stop_sources src;
+    add_vm_sources(vm, &src);
+    /* This thread is the event thread from here on. */
     int r = vm_start_vcpus(vm, err);
-    if (r == 0)
-        event_loop(vm, sfd, tfd);
+    while (r == 0 && !atomic_load(&vm->exiting))
+        evloop_run_once(vm->loop, -1);
     vm_stop_vcpus(vm);
-    if (sfd >= 0)
-        close(sfd);
-    if (tfd >= 0)
-        close(tfd);
+    remove_vm_sources(vm, &src);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r < 0)
         return -1;
@@ -256,6 +271,8 @@ void vm_destroy(struct vm *vm)
         if (vm->vcpus[i].fd > 0)
             close(vm->vcpus[i].fd);
     }
+    vm_devices_destroy(vm);
+    evloop_destroy(vm->loop);
     guest_mem_destroy(&vm->mem);
     if (vm->exit_efd >= 0)
         close(vm->exit_efd);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "vmm/guest_mem.h"
+#include "virtio/devices.h"
 
 struct err;
 
@@ -31,6 +32,18 @@ struct vm_exit {
     char msg[256];       /* what happened, for the log */
 };
 
+/* Up to this many virtio-mmio devices (IRQs 5..15). */
+#define VM_MAX_DEVICES 11
+
+enum vm_device_kind { VM_DEV_RNG, VM_DEV_BLK, VM_DEV_CONSOLE };
+
+/* A virtio device to add; the kind says which options apply. */
+struct vm_device {
+    enum vm_device_kind kind;
+    struct virtio_blk_opts blk;
+    struct virtio_console_opts console;
+};
+
 struct vm_config {
     const char *kernel;      /* ELF vmlinux with a PVH note, or a bzImage */
     const char *initrd;      /* or NULL */
@@ -44,6 +57,8 @@ struct vm_config {
     bool map_kernel;         /* map the kernel file MAP_PRIVATE where its layout allows */
     unsigned timeout_ms;     /* stop the guest after this long; 0: never */
     bool handle_signals;     /* SIGTERM/SIGINT/SIGHUP stop the VM in order (the CLI) */
+    struct vm_device devices[VM_MAX_DEVICES]; /* in MMIO slot order */
+    unsigned n_devices;
 };
 
 /* Exit statuses of `cocoon vm run` (documented in docs/vmm.md). */

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "vmm/evloop.h"
 #include "vmm/serial.h"
 #include "vmm/vm.h"
 
@@ -28,6 +29,10 @@ struct vm {
     pthread_mutex_t exit_lock;
     struct vm_exit exit;          /* the first exit reason wins */
     struct kvm_cpuid2 *cpuid;
+    struct evloop *loop;          /* the event thread's loop */
+    struct virtio_dev *devs[VM_MAX_DEVICES];
+    unsigned n_devs;
+    char *cmdline;                /* cfg.cmdline plus the virtio_mmio.device= entries */
     /* boot state computed by the loader */
     bool entry_64;                /* Linux boot protocol: enter in long mode */
     uint64_t entry;               /* guest-physical entry point */
@@ -51,6 +56,17 @@ void vm_pio(struct vm *vm, struct vcpu *vcpu, uint16_t port, bool out, uint8_t *
  * offset 4 = the test guest's main returned. */
 void vm_debug_write(struct vm *vm, struct vcpu *vcpu, uint64_t offset, uint8_t *data,
                     uint32_t size);
+
+/* Create the configured virtio devices, wire them into the VM and append
+ * their virtio_mmio.device= entries to the command line. */
+int vm_devices_create(struct vm *vm, struct err **err);
+
+/* A vCPU's MMIO access outside RAM: a device, the debug page, or nothing. */
+void vm_mmio(struct vm *vm, struct vcpu *vcpu, uint64_t addr, uint8_t *data, uint32_t len,
+             bool is_write);
+
+/* Free the devices (after the vCPUs stopped). */
+void vm_devices_destroy(struct vm *vm);
 
 /* Load the kernel (and initrd, cmdline) into guest memory; sets entry. */
 int vm_load_kernel(struct vm *vm, struct err **err);

@@ -1,0 +1,79 @@
+/* Device options of `cocoon vm run`: --rng, --disk PATH[,ro][,direct]
+ * [,serial=ID], --virtio-console stdio|file:PATH|socket:PATH. Each becomes
+ * a struct vm_device; the strings stay owned by argv. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/vm_devices.h"
+#include "common/err.h"
+
+static struct vm_device *next_device(struct vm_config *cfg, struct err **err)
+{
+    if (cfg->n_devices >= VM_MAX_DEVICES) {
+        err_input(err, "vm run: at most %d devices", VM_MAX_DEVICES);
+        return NULL;
+    }
+    struct vm_device *d = &cfg->devices[cfg->n_devices++];
+    memset(d, 0, sizeof(*d));
+    return d;
+}
+
+int vm_opt_rng(struct vm_config *cfg, struct err **err)
+{
+    struct vm_device *d = next_device(cfg, err);
+    if (d == NULL)
+        return -1;
+    d->kind = VM_DEV_RNG;
+    return 0;
+}
+
+int vm_opt_disk(struct vm_config *cfg, char *spec, struct err **err)
+{
+    struct vm_device *d = next_device(cfg, err);
+    if (d == NULL)
+        return -1;
+    d->kind = VM_DEV_BLK;
+    char *save = NULL;
+    char *path = strtok_r(spec, ",", &save);
+    if (path == NULL || *path == '\0')
+        return err_input(err, "vm run: --disk needs a file: PATH[,ro][,direct][,serial=ID]");
+    d->blk.path = path;
+    for (char *o; (o = strtok_r(NULL, ",", &save));) {
+        if (strcmp(o, "ro") == 0)
+            d->blk.readonly = true;
+        else if (strcmp(o, "direct") == 0)
+            d->blk.direct = true;
+        else if (strncmp(o, "serial=", 7) == 0)
+            d->blk.serial = o + 7;
+        else
+            return err_input(err, "vm run: --disk option `%s` is unknown (ro, direct, serial=ID)",
+                             o);
+    }
+    return 0;
+}
+
+int vm_opt_console(struct vm_config *cfg, const char *spec, int *opened, struct err **err)
+{
+    struct vm_device *d = next_device(cfg, err);
+    if (d == NULL)
+        return -1;
+    d->kind = VM_DEV_CONSOLE;
+    d->console.in_fd = d->console.out_fd = -1;
+    if (strcmp(spec, "stdio") == 0) {
+        d->console.in_fd = 0;
+        d->console.out_fd = 1;
+    } else if (strncmp(spec, "file:", 5) == 0) {
+        int fd = open(spec + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return err_make(err, errno, "vm run: --virtio-console `%s`", spec);
+        d->console.out_fd = fd;
+        *opened = fd;
+    } else if (strncmp(spec, "socket:", 7) == 0 && spec[7]) {
+        d->console.socket = spec + 7;
+    } else {
+        return err_input(err, "vm run: --virtio-console must be stdio, file:PATH or socket:PATH");
+    }
+    return 0;
+}

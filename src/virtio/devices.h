@@ -1,0 +1,31 @@
+/* The virtio devices cocoon's VMM offers. Each create function returns a
+ * device ready for virtio_mmio_attach(); options are checked here, so a bad
+ * one is a clear error before the VM exists. */
+#pragma once
+#include <stdbool.h>
+
+#include "virtio/virtio.h"
+
+struct err;
+
+/* virtio-rng: entropy from getrandom(). */
+int virtio_rng_create(struct virtio_dev **out, struct err **err);
+
+struct virtio_blk_opts {
+    const char *path;       /* a raw disk image */
+    bool readonly;
+    bool direct;            /* O_DIRECT: bypass the host page cache */
+    const char *serial;     /* up to 20 bytes, for VIRTIO_BLK_T_GET_ID */
+};
+
+/* virtio-blk backed by a raw file. */
+int virtio_blk_create(const struct virtio_blk_opts *o, struct virtio_dev **out, struct err **err);
+
+struct virtio_console_opts {
+    int in_fd, out_fd;      /* host side of the console port (-1: none) */
+    const char *socket;     /* or: listen on this Unix socket, one client at a time */
+};
+
+/* virtio-console with one port. */
+int virtio_console_create(const struct virtio_console_opts *o, struct virtio_dev **out,
+                          struct err **err);

@@ -1,0 +1,293 @@
+/* A test guest that drives cocoon's virtio-mmio devices at CPL3. It finds
+ * them on its command line (virtio_mmio.device=, as Linux would), checks
+ * the transport, then exercises each device by its id:
+ *   rng      two reads: full length, not constant, not equal
+ *   blk      blk_seed=S: sectors 0..7 hold byte (off*131+S)&255; read them,
+ *            write sector 8..15 with (off*7+S+3)&255, flush, read back;
+ *            blk_serial=ID (GET_ID), blk_ro=1 (writes must fail), a read
+ *            past the end fails, discard answers OK
+ *   console  prints a greeting; console_echo=N: reads N bytes, writes
+ *            "echo:" and them back
+ * Options: indirect=1 (requests through indirect tables), event_idx=1,
+ * bad=loop|range|dir|head|idx (a malformed queue must set NEEDS_RESET and
+ * the device must work again after a reset), irq=1 (the device's interrupt
+ * must reach the local APIC through the IOAPIC). */
+#include <linux/virtio_blk.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_mmio.h>
+
+#include "libguest.h"
+#include "virtio_drv.h"
+
+static const char *cmdline;
+static int use_indirect;
+
+static uint64_t opt(const char *key, uint64_t dflt)
+{
+    char v[64];
+    return g_cmdline_get(cmdline, key, v, sizeof(v)) ? g_parse_u64(v) : dflt;
+}
+
+static uint64_t want_features(uint64_t extra)
+{
+    uint64_t f = extra;
+    if (opt("indirect", 0))
+        f |= 1ull << VIRTIO_RING_F_INDIRECT_DESC;
+    if (opt("event_idx", 0))
+        f |= 1ull << VIRTIO_RING_F_EVENT_IDX;
+    return f;
+}
+
+/* ---- interrupts: IOAPIC pin -> vector, seen pending in the LAPIC's IRR ---- */
+
+#define LAPIC 0xfee00000ull
+#define IOAPIC 0xfec00000ull
+
+static void ioapic_write(uint32_t reg, uint32_t v)
+{
+    *(volatile uint32_t *)(uintptr_t)IOAPIC = reg;
+    *(volatile uint32_t *)(uintptr_t)(IOAPIC + 0x10) = v;
+}
+
+static void irq_route(unsigned pin, uint8_t vector)
+{
+    /* software-enable the LAPIC (SVR bit 8), route the pin to APIC 0 */
+    volatile uint32_t *svr = (volatile uint32_t *)(uintptr_t)(LAPIC + 0xf0);
+    *svr = 0x1ff;
+    ioapic_write(0x10 + 2 * pin + 1, 0);       /* destination APIC id 0 */
+    ioapic_write(0x10 + 2 * pin, vector);      /* fixed, edge, active high, unmasked */
+}
+
+static int irq_pending(uint8_t vector)
+{
+    volatile uint32_t *irr = (volatile uint32_t *)(uintptr_t)(LAPIC + 0x200 + (vector / 32) * 16);
+    return (*irr >> (vector % 32)) & 1;
+}
+
+/* ---- rng ---- */
+
+static uint8_t rbuf[2][4096] __attribute__((aligned(64)));
+
+static void test_rng(struct gv_dev *d)
+{
+    gv_init(d, want_features(0), 1);
+    for (int i = 0; i < 2; i++) {
+        struct gv_buf b = {rbuf[i], 64, 1};
+        gv_submit(d, 0, &b, 1, use_indirect);
+        uint32_t len = gv_wait(d, 0, 0);
+        G_CHECK(len == 64, "rng returned %u bytes, asked 64", len);
+    }
+    int same = 1, constant = 1;
+    for (int i = 0; i < 64; i++) {
+        same &= rbuf[0][i] == rbuf[1][i];
+        constant &= rbuf[0][i] == rbuf[0][0];
+    }
+    G_CHECK(!same && !constant, "rng bytes are constant or repeat");
+    g_print("virtio-rng: 2 x 64 random bytes");
+}
+
+/* ---- blk ---- */
+
+static struct virtio_blk_outhdr hdr __attribute__((aligned(16)));
+static uint8_t status;
+static uint8_t data[4096] __attribute__((aligned(4096)));
+
+static uint8_t blk_request(struct gv_dev *d, uint32_t type, uint64_t sector, void *buf,
+                           uint32_t len, int device_writes, uint32_t *written)
+{
+    hdr = (struct virtio_blk_outhdr){.type = type, .sector = sector};
+    status = 0xff;
+    struct gv_buf b[3] = {{&hdr, sizeof(hdr), 0}};
+    unsigned n = 1;
+    if (len)
+        b[n++] = (struct gv_buf){buf, len, device_writes};
+    b[n++] = (struct gv_buf){&status, 1, 1};
+    gv_submit(d, 0, b, n, use_indirect);
+    uint32_t w = gv_wait(d, 0, 0);
+    if (written)
+        *written = w;
+    return status;
+}
+
+static void test_blk(struct gv_dev *d)
+{
+    uint64_t seed = opt("blk_seed", 0), ro = opt("blk_ro", 0);
+    gv_init(d, want_features((1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_RO) |
+                             (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |
+                             (1ull << VIRTIO_BLK_F_SEG_MAX)),
+            1);
+    uint64_t cap = gv_config64(d, 0);
+    uint64_t want_cap = opt("blk_sectors", cap);
+    G_CHECK(cap == want_cap, "blk capacity %lu sectors, expected %lu", cap, want_cap);
+    G_CHECK(!!(d->features & (1ull << VIRTIO_BLK_F_RO)) == !!ro, "RO feature %d, expected %lu",
+            !!(d->features & (1ull << VIRTIO_BLK_F_RO)), ro);
+    uint32_t w;
+    /* read sectors 0..7 and compare with the host's pattern */
+    G_CHECK(blk_request(d, VIRTIO_BLK_T_IN, 0, data, 4096, 1, &w) == VIRTIO_BLK_S_OK,
+            "read of sectors 0-7 failed: %u", status);
+    G_CHECK(w == 4097, "read reported %u bytes written, expected 4097", w);
+    for (uint32_t i = 0; i < 4096; i++)
+        G_CHECK(data[i] == (uint8_t)(i * 131 + seed), "byte %u read %u, expected %u", i, data[i],
+                (uint8_t)(i * 131 + seed));
+    /* write sectors 8..15, flush, read back */
+    for (uint32_t i = 0; i < 4096; i++)
+        data[i] = (uint8_t)((4096 + i) * 7 + seed + 3);
+    uint8_t s = blk_request(d, VIRTIO_BLK_T_OUT, 8, data, 4096, 0, 0);
+    if (ro) {
+        G_CHECK(s == VIRTIO_BLK_S_IOERR, "a write to a read-only disk answered %u", s);
+    } else {
+        G_CHECK(s == VIRTIO_BLK_S_OK, "write failed: %u", s);
+        G_CHECK(blk_request(d, VIRTIO_BLK_T_FLUSH, 0, 0, 0, 0, 0) == VIRTIO_BLK_S_OK,
+                "flush failed");
+        memset(data, 0, sizeof(data));
+        G_CHECK(blk_request(d, VIRTIO_BLK_T_IN, 8, data, 4096, 1, 0) == VIRTIO_BLK_S_OK,
+                "read-back failed");
+        for (uint32_t i = 0; i < 4096; i++)
+            G_CHECK(data[i] == (uint8_t)((4096 + i) * 7 + seed + 3), "read-back byte %u is %u", i,
+                    data[i]);
+    }
+    /* past the end */
+    G_CHECK(blk_request(d, VIRTIO_BLK_T_IN, cap, data, 512, 1, 0) == VIRTIO_BLK_S_IOERR,
+            "a read past the end did not fail");
+    G_CHECK(blk_request(d, VIRTIO_BLK_T_IN, cap - 1, data, 1024, 1, 0) == VIRTIO_BLK_S_IOERR,
+            "a read straddling the end did not fail");
+    /* serial */
+    char want[32];
+    if (g_cmdline_get(cmdline, "blk_serial", want, sizeof(want))) {
+        static char id[VIRTIO_BLK_ID_BYTES + 1];
+        memset(id, 0, sizeof(id));
+        G_CHECK(blk_request(d, VIRTIO_BLK_T_GET_ID, 0, id, VIRTIO_BLK_ID_BYTES, 1, 0) ==
+                    VIRTIO_BLK_S_OK, "GET_ID failed");
+        G_CHECK(g_strncmp(id, want, sizeof(want)) == 0, "serial `%s`, expected `%s`", id, want);
+    }
+    /* discard sectors 16..23 (the host checks the hole) */
+    if (!ro) {
+        static struct virtio_blk_discard_write_zeroes dz;
+        dz = (struct virtio_blk_discard_write_zeroes){.sector = 16, .num_sectors = 8};
+        G_CHECK(blk_request(d, VIRTIO_BLK_T_DISCARD, 0, &dz, sizeof(dz), 0, 0) == VIRTIO_BLK_S_OK,
+                "discard failed");
+    }
+    /* an unknown request type */
+    G_CHECK(blk_request(d, 0x7777, 0, 0, 0, 0, 0) == VIRTIO_BLK_S_UNSUPP,
+            "an unknown request did not answer UNSUPP");
+    g_print("virtio-blk: %lu sectors, read/write/flush/id/discard ok%s", cap,
+            ro ? " (read-only)" : "");
+}
+
+/* ---- console ---- */
+
+static char cbuf[512] __attribute__((aligned(64)));
+
+static void console_send(struct gv_dev *d, const void *p, uint32_t len)
+{
+    memcpy(cbuf, p, len);
+    struct gv_buf b = {cbuf, len, 0};
+    gv_submit(d, 1, &b, 1, use_indirect);
+    gv_wait(d, 1, 0);
+}
+
+static void test_console(struct gv_dev *d)
+{
+    gv_init(d, want_features(0), 2);
+    static const char hello[] = "hello from virtio-console\n";
+    console_send(d, hello, sizeof(hello) - 1);
+    uint64_t n = opt("console_echo", 0);
+    static char in[256];
+    uint64_t got = 0;
+    while (got < n && got < sizeof(in)) {
+        struct gv_buf b = {in + got, (uint32_t)(sizeof(in) - got), 1};
+        gv_submit(d, 0, &b, 1, use_indirect);
+        got += gv_wait(d, 0, 0);
+    }
+    if (n) {
+        static char out[300];
+        memcpy(out, "echo:", 5);
+        memcpy(out + 5, in, got);
+        console_send(d, out, (uint32_t)(5 + got));
+    }
+    g_print("virtio-console: greeting sent, %lu bytes echoed", got);
+}
+
+/* ---- malformed queues ---- */
+
+static void test_bad(struct gv_dev *d, const char *kind)
+{
+    gv_init(d, want_features(0), 1);
+    static uint8_t buf[64];
+    struct vring_desc ds[4];
+    uint16_t head = 0;
+    memset(ds, 0, sizeof(ds));
+    if (g_strncmp(kind, "loop", 5) == 0) {
+        ds[0] = (struct vring_desc){(uintptr_t)buf, 8, VRING_DESC_F_NEXT, 1};
+        ds[1] = (struct vring_desc){(uintptr_t)buf, 8, VRING_DESC_F_NEXT, 0};
+    } else if (g_strncmp(kind, "range", 6) == 0) {
+        ds[0] = (struct vring_desc){0x7ffffffff000ull, 4096, VRING_DESC_F_WRITE, 0};
+    } else if (g_strncmp(kind, "wrap", 5) == 0) {
+        ds[0] = (struct vring_desc){0xfffffffffffff000ull, 0x2000, VRING_DESC_F_WRITE, 0};
+    } else if (g_strncmp(kind, "dir", 4) == 0) {
+        /* device-readable after device-writable */
+        ds[0] = (struct vring_desc){(uintptr_t)buf, 8, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1};
+        ds[1] = (struct vring_desc){(uintptr_t)buf, 8, 0, 0};
+    } else if (g_strncmp(kind, "head", 5) == 0) {
+        ds[0] = (struct vring_desc){(uintptr_t)buf, 8, VRING_DESC_F_WRITE, 0};
+        head = 999;
+    } else if (g_strncmp(kind, "next", 5) == 0) {
+        ds[0] = (struct vring_desc){(uintptr_t)buf, 8, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 500};
+    } else if (g_strncmp(kind, "indirect", 9) == 0) {
+        /* an indirect table that lies outside guest memory */
+        ds[0] = (struct vring_desc){0x7fff00000000ull, 16 * 4, VRING_DESC_F_INDIRECT, 0};
+    } else {
+        g_fail("unknown bad= kind %s", kind);
+    }
+    gv_submit_raw(d, 0, ds, 4, head);
+    for (uint64_t spins = 0;; spins++) {
+        if (gv_read32(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET)
+            break;
+        G_CHECK(spins < 400000000ull, "a malformed queue (%s) did not set NEEDS_RESET", kind);
+        __asm__ volatile("pause");
+    }
+    G_CHECK(gv_read32(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG,
+            "no configuration interrupt with NEEDS_RESET");
+    g_print("bad queue (%s): device needs reset", kind);
+}
+
+void guest_main(const struct g_boot *b)
+{
+    cmdline = b->cmdline;
+    g_print("cmdline: %s", cmdline);
+    use_indirect = (int)opt("indirect", 0);
+    static struct gv_dev devs[GV_MAX_DEVS];
+    unsigned n = gv_find(cmdline, devs, GV_MAX_DEVS);
+    G_CHECK(n == opt("devices", n), "%u devices on the command line, expected %lu", n,
+            opt("devices", 0));
+    char bad[16];
+    int have_bad = g_cmdline_get(cmdline, "bad", bad, sizeof(bad));
+    int irq = (int)opt("irq", 0);
+    for (unsigned i = 0; i < n; i++) {
+        struct gv_dev *d = &devs[i];
+        g_print("device %u: id %u at %lx irq %u", i, d->id, d->base, d->irq);
+        uint8_t vector = (uint8_t)(0x40 + d->irq);
+        if (irq)
+            irq_route(d->irq, vector);
+        if (have_bad) {
+            test_bad(d, bad);
+            /* a reset brings it back */
+        }
+        switch (d->id) {
+        case VIRTIO_ID_RNG: test_rng(d); break;
+        case VIRTIO_ID_BLOCK: test_blk(d); break;
+        case VIRTIO_ID_CONSOLE: test_console(d); break;
+        default: g_fail("device %u: unexpected id %u", i, d->id);
+        }
+        if (irq) {
+            G_CHECK(gv_read32(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING,
+                    "device %u: no used-buffer interrupt status", i);
+            G_CHECK(irq_pending(vector), "device %u: irq %u never reached the local APIC", i,
+                    d->irq);
+            gv_write32(d, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
+            g_print("device %u: interrupt delivered", i);
+        }
+    }
+    g_exit(opt("exit", 0));
+}
