@@ -23,7 +23,8 @@ static const struct option run_opts[] = {
     {"hugepages", no_argument, NULL, 'H'}, {"ksm", no_argument, NULL, 'K'},
     {"no-map-kernel", no_argument, NULL, 'N'}, {"timeout", required_argument, NULL, 't'},
     {"rng", no_argument, NULL, 'R'}, {"disk", required_argument, NULL, 'D'},
-    {"virtio-console", required_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
+    {"virtio-console", required_argument, NULL, 'V'}, {"pmem", required_argument, NULL, 'P'},
+    {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -31,7 +32,7 @@ static const char run_usage[] =
     "vm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory MIB] "
     "[--console stdio|none|file:PATH] [--hugepages] [--ksm] [--no-map-kernel] "
     "[--timeout SECONDS] [--rng] [--disk PATH[,ro][,direct][,serial=ID]]... "
-    "[--virtio-console stdio|file:PATH|socket:PATH]";
+    "[--pmem PATH[,shared]]... [--virtio-console stdio|file:PATH|socket:PATH]";
 
 /* Files opened while parsing, closed when the command ends. */
 struct run_files {
@@ -107,6 +108,10 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg, struct run_fi
             break;
         case 'D':
             if (vm_opt_disk(cfg, optarg, err) < 0)
+                return -1;
+            break;
+        case 'P':
+            if (vm_opt_pmem(cfg, optarg, err) < 0)
                 return -1;
             break;
         case 'V':

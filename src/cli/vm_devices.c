@@ -1,5 +1,5 @@
 /* Device options of `cocoon vm run`: --rng, --disk PATH[,ro][,direct]
- * [,serial=ID], --virtio-console stdio|file:PATH|socket:PATH. Each becomes
+ * [,serial=ID], --pmem PATH[,shared], --virtio-console stdio|file:PATH|socket:PATH. Each becomes
  * a struct vm_device; the strings stay owned by argv. */
 #include <errno.h>
 #include <fcntl.h>
@@ -74,6 +74,26 @@ int vm_opt_console(struct vm_config *cfg, const char *spec, int *opened, struct 
         d->console.socket = spec + 7;
     } else {
         return err_input(err, "vm run: --virtio-console must be stdio, file:PATH or socket:PATH");
+    }
+    return 0;
+}
+
+int vm_opt_pmem(struct vm_config *cfg, char *spec, struct err **err)
+{
+    struct vm_device *d = next_device(cfg, err);
+    if (d == NULL)
+        return -1;
+    d->kind = VM_DEV_PMEM;
+    char *save = NULL;
+    char *path = strtok_r(spec, ",", &save);
+    if (path == NULL || *path == '\0')
+        return err_input(err, "vm run: --pmem needs a file: PATH[,shared]");
+    d->pmem.path = path;
+    for (char *o; (o = strtok_r(NULL, ",", &save));) {
+        if (strcmp(o, "shared") == 0)
+            d->pmem.shared = true;
+        else
+            return err_input(err, "vm run: --pmem option `%s` is unknown (shared)", o);
     }
     return 0;
 }

@@ -29,3 +29,17 @@ struct virtio_console_opts {
 /* virtio-console with one port. */
 int virtio_console_create(const struct virtio_console_opts *o, struct virtio_dev **out,
                           struct err **err);
+
+struct virtio_pmem_opts {
+    const char *path;       /* the image, e.g. an ext4 or erofs filesystem */
+    bool shared;            /* MAP_SHARED: guest writes reach the file */
+    uint64_t gpa;           /* where it appears in guest-physical memory (2 MiB aligned) */
+    unsigned slot;          /* the KVM memory slot it takes */
+};
+
+/* virtio-pmem: the file mapped into guest memory (MAP_PRIVATE by default). */
+int virtio_pmem_create(const struct virtio_pmem_opts *o, struct virtio_dev **out,
+                       struct err **err);
+
+/* The guest-physical size a pmem device takes (the file, 2 MiB rounded). */
+uint64_t virtio_pmem_size(const struct virtio_dev *d);

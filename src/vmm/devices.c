@@ -11,9 +11,19 @@
 #include "vmm/boot_layout.h"
 #include "vmm/vm_internal.h"
 
-static int create_one(const struct vm_device *spec, struct virtio_dev **d, struct err **err)
+static int create_one(struct vm *vm, const struct vm_device *spec, struct virtio_dev **d,
+                      struct err **err)
 {
+    struct virtio_pmem_opts po;
     switch (spec->kind) {
+    case VM_DEV_PMEM:
+        po = spec->pmem;
+        po.gpa = vm->pmem_next;
+        po.slot = 1 + vm->n_devs; /* slot 0 is RAM */
+        if (virtio_pmem_create(&po, d, err) < 0)
+            return -1;
+        vm->pmem_next += virtio_pmem_size(*d);
+        return 0;
     case VM_DEV_RNG: return virtio_rng_create(d, err);
     case VM_DEV_BLK: return virtio_blk_create(&spec->blk, d, err);
     case VM_DEV_CONSOLE: return virtio_console_create(&spec->console, d, err);
@@ -28,10 +38,11 @@ int vm_devices_create(struct vm *vm, struct err **err)
     const char *user = vm->cfg.cmdline ? vm->cfg.cmdline : "";
     size_t cap = strlen(user) + 1 + vm->cfg.n_devices * 48;
     vm->cmdline = xmalloc(cap);
+    vm->pmem_next = PMEM_BASE;
     size_t len = (size_t)snprintf(vm->cmdline, cap, "%s", user);
     for (unsigned i = 0; i < vm->cfg.n_devices; i++) {
         struct virtio_dev *d = NULL;
-        if (create_one(&vm->cfg.devices[i], &d, err) < 0)
+        if (create_one(vm, &vm->cfg.devices[i], &d, err) < 0)
             return -1;
         vm->devs[vm->n_devs++] = d;
         uint64_t base = VIRTIO_MMIO_BASE + (uint64_t)i * VIRTIO_MMIO_SIZE;

@@ -35,13 +35,14 @@ struct vm_exit {
 /* Up to this many virtio-mmio devices (IRQs 5..15). */
 #define VM_MAX_DEVICES 11
 
-enum vm_device_kind { VM_DEV_RNG, VM_DEV_BLK, VM_DEV_CONSOLE };
+enum vm_device_kind { VM_DEV_RNG, VM_DEV_BLK, VM_DEV_CONSOLE, VM_DEV_PMEM };
 
 /* A virtio device to add; the kind says which options apply. */
 struct vm_device {
     enum vm_device_kind kind;
     struct virtio_blk_opts blk;
     struct virtio_console_opts console;
+    struct virtio_pmem_opts pmem;       /* gpa and slot are chosen by the VMM */
 };
 
 struct vm_config {

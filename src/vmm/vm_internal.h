@@ -32,6 +32,7 @@ struct vm {
     struct evloop *loop;          /* the event thread's loop */
     struct virtio_dev *devs[VM_MAX_DEVICES];
     unsigned n_devs;
+    uint64_t pmem_next;           /* guest-physical address for the next pmem region */
     char *cmdline;                /* cfg.cmdline plus the virtio_mmio.device= entries */
     /* boot state computed by the loader */
     bool entry_64;                /* Linux boot protocol: enter in long mode */

@@ -1,7 +1,7 @@
 /* The long-mode half shared by every test guest's entry (PVH and the Linux
  * 64-bit boot protocol). Entered at CPL0 with paging on, %r15 = the boot
  * info address (hvm_start_info or boot_params), %r14 = its kind (0 PVH,
- * 1 Linux). It loads the guest's own GDT and identity page tables (4 GiB,
+ * 1 Linux). It loads the guest's own GDT and identity page tables (8 GiB,
  * user bit set), runs guest_kernel_main() at CPL0 (UART greeting, port
  * tests), then iretq's to guest_main at CPL3 with IOPL=3: from there on the
  * guest runs natively even where guest kernel mode is emulated, and reaches
@@ -90,7 +90,11 @@ pdpt:
     .quad pd1 + (PTE_P | PTE_W | PTE_U)
     .quad pd2 + (PTE_P | PTE_W | PTE_U)
     .quad pd3 + (PTE_P | PTE_W | PTE_U)
-    .fill 508, 8, 0
+    .quad pd4 + (PTE_P | PTE_W | PTE_U)
+    .quad pd5 + (PTE_P | PTE_W | PTE_U)
+    .quad pd6 + (PTE_P | PTE_W | PTE_U)
+    .quad pd7 + (PTE_P | PTE_W | PTE_U)
+    .fill 504, 8, 0
 /* 2 MiB pages (1 GiB pages are not offered everywhere) */
 #define PD(base) \
     .set i, 0; \
@@ -102,6 +106,11 @@ pd0: PD(0x00000000)
 pd1: PD(0x40000000)
 pd2: PD(0x80000000)
 pd3: PD(0xc0000000)
+/* 4..8 GiB: where virtio-pmem regions appear */
+pd4: PD(0x100000000)
+pd5: PD(0x140000000)
+pd6: PD(0x180000000)
+pd7: PD(0x1c0000000)
 
     .section .bss
     .align 4096

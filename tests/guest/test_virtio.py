@@ -149,3 +149,50 @@ def test_bad_device_options(args, expect):
     assert r.returncode == 1, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and expect in lines[0], r.stderr
+
+
+def pmem_file(tmp_path, seed, size):
+    p = tmp_path / "pmem.img"
+    data = bytes((i * 13 + seed) & 255 for i in range(size))
+    p.write_bytes(data)
+    return p, data
+
+
+@pytest.mark.parametrize("size", [4096, 3 * 1024 * 1024 + 100])
+def test_pmem_private_maps_the_file_and_never_writes_it(tmp_path, size):
+    p, data = pmem_file(tmp_path, 7, size)
+    r = run(f"pmem_seed=7 pmem_bytes={size}", "--pmem", str(p))
+    assert r.returncode == 0, r.stderr
+    assert "virtio-pmem: " in r.stderr and "contents ok, flushed" in r.stderr
+    assert p.read_bytes() == data, "a MAP_PRIVATE pmem file changed"
+
+
+def test_pmem_shared_writes_reach_the_file(tmp_path):
+    p, data = pmem_file(tmp_path, 3, 1 << 20)
+    r = run(f"pmem_seed=3 pmem_bytes={1 << 20}", "--pmem", f"{p},shared")
+    assert r.returncode == 0, r.stderr
+    after = p.read_bytes()
+    assert after[:4096] == b"\xa5" * 4096
+    assert after[4096:] == data[4096:]
+
+
+def test_two_pmem_regions_next_to_other_devices(tmp_path):
+    p1, d1 = pmem_file(tmp_path, 1, 1 << 20)
+    p2 = tmp_path / "second.img"
+    p2.write_bytes(d1)
+    r = run(f"pmem_seed=1 pmem_bytes={1 << 20} devices=3", "--pmem", str(p1), "--rng",
+            "--pmem", str(p2))
+    assert r.returncode == 0, r.stderr
+    assert "virtio-pmem: 2097152 bytes at 100000000" in r.stderr
+    assert "virtio-pmem: 2097152 bytes at 100200000" in r.stderr
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--pmem", "/nonexistent.img"], "/nonexistent.img"),
+    (["--pmem", "/dev/null"], "not a non-empty regular file"),
+    (["--pmem", "/etc/hostname,rw"], "`rw` is unknown"),
+])
+def test_bad_pmem_options(args, expect):
+    r = run("", *args)
+    assert r.returncode == 1, r.stderr
+    assert expect in r.stderr

@@ -6,6 +6,9 @@
  *            write sector 8..15 with (off*7+S+3)&255, flush, read back;
  *            blk_serial=ID (GET_ID), blk_ro=1 (writes must fail), a read
  *            past the end fails, discard answers OK
+ *   pmem     pmem_seed=S pmem_bytes=N: the region holds the file, byte
+ *            (off*13+S)&255, zeros to the 2 MiB boundary; a guest write
+ *            reads back; a flush request answers 0
  *   console  prints a greeting; console_echo=N: reads N bytes, writes
  *            "echo:" and them back
  * Options: indirect=1 (requests through indirect tables), event_idx=1,
@@ -209,6 +212,35 @@ static void test_console(struct gv_dev *d)
     g_print("virtio-console: greeting sent, %lu bytes echoed", got);
 }
 
+/* ---- pmem ---- */
+
+static void test_pmem(struct gv_dev *d)
+{
+    gv_init(d, want_features(0), 1);
+    uint64_t start = gv_config64(d, 0), size = gv_config64(d, 8);
+    uint64_t seed = opt("pmem_seed", 0), bytes = opt("pmem_bytes", size);
+    G_CHECK(start >= 0x100000000ull && (start & 0x1fffff) == 0, "pmem at %lx", start);
+    G_CHECK(size == ((bytes + 0x1fffff) & ~0x1fffffull), "pmem size %lu for a %lu-byte file",
+            size, bytes);
+    const volatile uint8_t *p = (const volatile uint8_t *)(uintptr_t)start;
+    for (uint64_t i = 0; i < size; i++) {
+        uint8_t want = i < bytes ? (uint8_t)(i * 13 + seed) : 0;
+        G_CHECK(p[i] == want, "pmem byte %lu is %u, expected %u", i, p[i], want);
+    }
+    volatile uint8_t *w = (volatile uint8_t *)(uintptr_t)start;
+    for (uint64_t i = 0; i < 4096; i++)
+        w[i] = 0xa5;
+    w[size - 1] = 0x5a;
+    G_CHECK(w[0] == 0xa5 && w[4095] == 0xa5 && w[size - 1] == 0x5a, "pmem writes do not stick");
+    static uint32_t req, resp;
+    req = 0; /* VIRTIO_PMEM_REQ_TYPE_FLUSH */
+    resp = 0xffffffff;
+    struct gv_buf b[2] = {{&req, 4, 0}, {&resp, 4, 1}};
+    gv_submit(d, 0, b, 2, use_indirect);
+    G_CHECK(gv_wait(d, 0, 0) == 4 && resp == 0, "pmem flush answered %u", resp);
+    g_print("virtio-pmem: %lu bytes at %lx, contents ok, flushed", size, start);
+}
+
 /* ---- malformed queues ---- */
 
 static void test_bad(struct gv_dev *d, const char *kind)
@@ -278,6 +310,7 @@ void guest_main(const struct g_boot *b)
         case VIRTIO_ID_RNG: test_rng(d); break;
         case VIRTIO_ID_BLOCK: test_blk(d); break;
         case VIRTIO_ID_CONSOLE: test_console(d); break;
+        case VIRTIO_ID_PMEM: test_pmem(d); break;
         default: g_fail("device %u: unexpected id %u", i, d->id);
         }
         if (irq) {
