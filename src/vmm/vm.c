@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "vmm/boot_layout.h"
+#include "vmm/mptable.h"
 #include "vmm/vm_internal.h"
 
 void vm_request_exit(struct vm *vm, enum vm_exit_kind kind, int status, const char *fmt, ...)
@@ -124,7 +125,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, struct err **err)
         .slot = 0, .guest_phys_addr = 0, .memory_size = vm->mem.size,
         .userspace_addr = (uint64_t)(uintptr_t)vm->mem.host,
     };
-    if (vm_load_kernel(vm, err) < 0)
+    if (vm_load_kernel(vm, err) < 0 || mptable_write(&vm->mem, cfg->cpus, err) < 0)
         goto fail;
     /* Registered after the kernel is mapped into it, so KVM sees those pages. */
     if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {

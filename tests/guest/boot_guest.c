@@ -6,6 +6,7 @@
  *   initrd_size=N initrd_sum=N   the initrd's size and byte sum (optional)
  *   exit=N                       the exit status to end with (default 0)
  *   fault=1 / fail=X / loop=1    triple fault / failed check / spin forever
+ *   mptable=N                    an MP table with N processors and an IOAPIC
  *   garbage_mmio=1               write garbage to every MMIO page above RAM
  *   garbage_ports=1              (boot.c, at CPL0) garbage to every port */
 #include "libguest.h"
@@ -72,6 +73,67 @@ static void garbage_mmio(uint64_t mem)
     g_print("garbage written to %lu MMIO pages", n);
 }
 
+static uint8_t sum8(const uint8_t *p, uint32_t n)
+{
+    uint8_t s = 0;
+    while (n--)
+        s = (uint8_t)(s + *p++);
+    return s;
+}
+
+/* Find the MP floating pointer where Linux looks (the last KiB of base
+ * memory) and check the table behind it as Linux would. */
+static void check_mptable(uint64_t cpus)
+{
+    const uint8_t *f = 0;
+    for (uint64_t a = 0x9fc00; a < 0xa0000; a += 16)
+        if (g_strncmp((const char *)(uintptr_t)a, "_MP_", 4) == 0) {
+            f = (const uint8_t *)(uintptr_t)a;
+            break;
+        }
+    G_CHECK(f != 0, "no MP floating pointer in the last KiB of base memory");
+    G_CHECK(sum8(f, 16) == 0, "MP floating pointer checksum");
+    uint32_t ta;
+    memcpy(&ta, f + 4, 4);
+    const uint8_t *t = (const uint8_t *)(uintptr_t)ta;
+    G_CHECK(g_strncmp((const char *)t, "PCMP", 4) == 0, "no PCMP table at %x", ta);
+    uint16_t len, count;
+    uint32_t lapic;
+    memcpy(&len, t + 4, 2);
+    memcpy(&count, t + 34, 2);
+    memcpy(&lapic, t + 36, 4);
+    G_CHECK(sum8(t, len) == 0, "MP table checksum");
+    G_CHECK(lapic == 0xfee00000u, "local APIC at %x", lapic);
+    uint64_t procs = 0, bsp = 0, ioapics = 0, irqs = 0;
+    const uint8_t *e = t + 44;
+    for (uint16_t i = 0; i < count; i++) {
+        G_CHECK(e < t + len, "MP entries run past the table");
+        switch (e[0]) {
+        case 0:
+            G_CHECK(e[1] == procs, "processor %lu has APIC id %u", procs, e[1]);
+            procs++;
+            bsp += (e[3] & 2) != 0;
+            e += 20;
+            break;
+        case 2: {
+            uint32_t addr;
+            memcpy(&addr, e + 4, 4);
+            G_CHECK(addr == 0xfec00000u, "IOAPIC at %x", addr);
+            ioapics++;
+            e += 8;
+            break;
+        }
+        case 3: irqs++; e += 8; break;
+        case 1:
+        case 4: e += 8; break;
+        default: g_fail("MP entry type %u", e[0]);
+        }
+    }
+    G_CHECK(procs == cpus && bsp == 1, "%lu processors (%lu BSP), expected %lu", procs, bsp, cpus);
+    G_CHECK(ioapics == 1 && irqs >= 16, "%lu IOAPICs, %lu IRQ entries", ioapics, irqs);
+    g_print("mptable: %lu processors, IOAPIC, %lu IRQs", procs, irqs);
+}
+
 void guest_main(const struct g_boot *b)
 {
     G_CHECK(b->magic_ok, "the boot structure's magic or version is wrong (kind %d)", b->kind);
@@ -88,6 +150,8 @@ void guest_main(const struct g_boot *b)
     }
     if (g_cmdline_get(cmdline, "initrd_size", v, sizeof(v)))
         check_initrd(b, cmdline, g_parse_u64(v));
+    if (g_cmdline_get(cmdline, "mptable", v, sizeof(v)))
+        check_mptable(g_parse_u64(v));
     if (g_cmdline_get(cmdline, "garbage_mmio", v, sizeof(v)))
         garbage_mmio(mem ? mem : 0x100000);
     /* fault=1: take an exception at CPL3 with no IDT: a triple fault */

@@ -73,9 +73,17 @@ def test_initrd_checked_byte_for_byte(tmp_path):
     assert "initrd byte sum" in r.stderr
 
 
-def test_smp_boots():
-    r = guest("exit=3", "--cpus", "2")
+@pytest.mark.parametrize("cpus", [1, 2, 32])
+def test_smp_boots_and_the_mp_table_lists_every_cpu(cpus):
+    r = guest(f"exit=3 mptable={cpus}", "--cpus", str(cpus))
     assert r.returncode == 3, r.stderr
+    assert f"mptable: {cpus} processors, IOAPIC, 24 IRQs" in r.stderr
+
+
+def test_mp_table_check_is_real():
+    r = guest("mptable=3", "--cpus", "2")
+    assert r.returncode == 66, r.stderr
+    assert "2 processors (1 BSP), expected 3" in r.stderr
 
 
 def test_console_to_file_and_none(tmp_path):
