@@ -21,7 +21,7 @@ static const struct option run_opts[] = {
     {"cmdline", required_argument, NULL, 'c'}, {"cpus", required_argument, NULL, 'p'},
     {"memory", required_argument, NULL, 'm'}, {"console", required_argument, NULL, 'C'},
     {"hugepages", no_argument, NULL, 'H'}, {"ksm", no_argument, NULL, 'K'},
-    {"no-map-kernel", no_argument, NULL, 'N'}, {"timeout", required_argument, NULL, 't'},
+    {"no-map-kernel", no_argument, NULL, 'N'}, {"no-pit", no_argument, NULL, 'T'}, {"timeout", required_argument, NULL, 't'},
     {"rng", no_argument, NULL, 'R'}, {"disk", required_argument, NULL, 'D'},
     {"virtio-console", required_argument, NULL, 'V'}, {"pmem", required_argument, NULL, 'P'},
     {"help", no_argument, NULL, 'h'},
@@ -30,7 +30,7 @@ static const struct option run_opts[] = {
 
 static const char run_usage[] =
     "vm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory MIB] "
-    "[--console stdio|none|file:PATH] [--hugepages] [--ksm] [--no-map-kernel] "
+    "[--console stdio|none|file:PATH] [--hugepages] [--ksm] [--no-map-kernel] [--no-pit] "
     "[--timeout SECONDS] [--rng] [--disk PATH[,ro][,direct][,serial=ID]]... "
     "[--pmem PATH[,shared]]... [--virtio-console stdio|file:PATH|socket:PATH]";
 
@@ -98,6 +98,7 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg, struct run_fi
         case 'H': cfg->hugepages = true; break;
         case 'K': cfg->mergeable = true; break;
         case 'N': cfg->map_kernel = false; break;
+        case 'T': cfg->pit = false; break;
         case 't':
             if (parse_timeout(optarg, &cfg->timeout_ms, err) < 0)
                 return -1;
@@ -135,7 +136,7 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg, struct run_fi
 static int vm_run_cmd(int argc, char **argv, struct err **err)
 {
     struct vm_config cfg = {.cpus = 1, .memory_mib = 128, .console_fd = 1, .console_in_fd = 0,
-                            .map_kernel = true, .handle_signals = true};
+                            .map_kernel = true, .pit = true, .handle_signals = true};
     struct run_files files = {.n = 0};
     int r = parse_run(argc, argv, &cfg, &files, err);
     struct vm *vm = NULL;

@@ -1,5 +1,5 @@
-/* Port I/O dispatch: the 8250 UART, the i8042 reset line, and cocoon's
- * debug port (test guests' ucalls; a byte is a boot-progress marker, like
+/* Port I/O dispatch: the 8250 UART, the i8042 reset line, an
+ * isa-debug-exit port, and cocoon's debug port (test guests' ucalls; a byte is a boot-progress marker, like
  * Firecracker's boot timer). */
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +14,10 @@
 #define I8042_RESET 0xfe
 #define DEBUG_PORT 0x0cc0
 #define DEBUG_PORT_RETURNED 0x0cc1
+/* qemu's isa-debug-exit at its usual address: a byte written is the exit
+ * status (qemu reports (v << 1) | 1; cocoon reports v). Lets one payload
+ * end the VM the same way under both VMMs. */
+#define ISA_DEBUG_EXIT_PORT 0xf4
 
 /* The ucall block a guest points the debug port at (tests/guest/ucall.h). */
 struct ucall_block {
@@ -98,6 +102,13 @@ void vm_pio(struct vm *vm, struct vcpu *vcpu, uint16_t port, bool out, uint8_t *
             vm_debug_write(vm, vcpu, 0, data, size);
         else
             memset(data, 0, size);
+        return;
+    case ISA_DEBUG_EXIT_PORT:
+        if (out)
+            vm_request_exit(vm, VM_EXIT_POWEROFF, data[0], "the guest exited with status %u",
+                            data[0]);
+        else
+            data[0] = 0;
         return;
     case DEBUG_PORT_RETURNED:
         if (out)

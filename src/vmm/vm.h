@@ -56,6 +56,7 @@ struct vm_config {
     bool hugepages;
     bool mergeable;
     bool map_kernel;         /* map the kernel file MAP_PRIVATE where its layout allows */
+    bool pit;                /* an in-kernel 8254 PIT (Linux's default timer check wants one) */
     unsigned timeout_ms;     /* stop the guest after this long; 0: never */
     bool handle_signals;     /* SIGTERM/SIGINT/SIGHUP stop the VM in order (the CLI) */
     struct vm_device devices[VM_MAX_DEVICES]; /* in MMIO slot order */

@@ -50,13 +50,13 @@ static void uart_puts(const char *s)
     }
 }
 
-/* Every port but the reset value on the i8042 and the test-failure port
- * gets a byte, a word and a dword of garbage; reads too. The VMM must shrug. */
+/* Every port but the reset value on the i8042 and the ports that end the
+ * VM on purpose (isa-debug-exit 0xf4, the test-failure port 0xcc1) gets a byte, a word and a dword of garbage; reads too. The VMM must shrug. */
 static void garbage_ports(void)
 {
     uint32_t x = 0x12345678;
     for (uint32_t port = 0; port < 0x10000; port++) {
-        if (port == 0x0cc1)
+        if (port == 0x0cc1 || port == 0xf4)
             continue;
         x = x * 1103515245u + 12345u;
         uint8_t b = (uint8_t)(x >> 16);
@@ -82,6 +82,7 @@ void guest_kernel_main(uint64_t info, uint64_t kind)
         garbage_ports();
         outb(0x3fb, 0x03); /* 8N1, DLAB off: the garbage may have set it */
         outb(0x3f9, 0x00);
+        outb(0x3fc, 0x03); /* DTR, RTS, no loopback */
         uart_puts("\ncocoon test guest: wrote garbage to every port\n");
     }
 }

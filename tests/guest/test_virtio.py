@@ -95,7 +95,9 @@ def test_console_echo_over_a_unix_socket(tmp_path):
         c.settimeout(20)
         got = b""
         while b"\n" not in got:
-            got += c.recv(100)
+            chunk = c.recv(100)
+            assert chunk, (got, p.poll())
+            got += chunk
         assert got == b"hello from virtio-console\n"
         c.sendall(b"ping-pong!\n")
         want = b"echo:ping-pong!\n"
