@@ -57,6 +57,7 @@ asan:
 
 bench: deps build
 	$(PYTHON) bench/run.py --cocoon $(COCOON)
+	$(PYTHON) bench/vm.py --cocoon $(COCOON)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

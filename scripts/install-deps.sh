@@ -4,14 +4,15 @@
 #   build:     meson ninja-build pkg-config gcc libjson-c-dev libcap-dev libseccomp-dev
 #   tests:     libcmocka-dev python3-pytest busybox-static clang libclang-rt-dev (libFuzzer)
 #              iproute2 podman containerd
-#   bench:     runc crun hyperfine python3-matplotlib
+#   bench:     runc crun hyperfine python3-matplotlib qemu-system-x86 (qemu microvm:
+#              the VMM comparison of bench/vm.py)
 set -eu
 group=${1:-all}
 pkgs="meson ninja-build pkg-config gcc libjson-c-dev libcap-dev libseccomp-dev busybox-static"
 case "$group" in
   build) ;;
   test) pkgs="$pkgs libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd" ;;
-  all|bench) pkgs="$pkgs libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd runc crun hyperfine python3-matplotlib" ;;
+  all|bench) pkgs="$pkgs libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd runc crun hyperfine python3-matplotlib qemu-system-x86" ;;
   *) echo "usage: $0 [build|test|bench|all]" >&2; exit 2 ;;
 esac
 missing=""
