@@ -1,5 +1,5 @@
 /* libFuzzer harness: random guest memory under a virtqueue, served by a
- * real device (rng, blk on a memfd, console to /dev/null). The first bytes
+ * real device (rng, blk on a memfd, console to /dev/null, pmem on a memfd). The first bytes
  * choose the device, the queue size and the negotiated ring features; the
  * rest becomes guest RAM holding the descriptor table, the rings and the
  * buffers. A malformed queue must end in NEEDS_RESET, never in a host
@@ -28,7 +28,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 #define USED_GPA 0x8000
 
 static struct guest_mem mem;
-static struct virtio_dev *devs[3];
+static struct virtio_dev *devs[4];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -44,8 +44,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct virtio_blk_opts bo = {.path = path, .serial = "fuzz"};
     int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
     struct virtio_console_opts co = {.in_fd = -1, .out_fd = null};
+    int img = memfd_create("fuzz-pmem", MFD_CLOEXEC);
+    if (img < 0 || ftruncate(img, 4096) < 0)
+        abort();
+    char ipath[64];
+    snprintf(ipath, sizeof(ipath), "/proc/self/fd/%d", img);
+    struct virtio_pmem_opts po = {.path = ipath, .gpa = 1ull << 32, .slot = 1};
     if (virtio_rng_create(&devs[0], &e) < 0 || virtio_blk_create(&bo, &devs[1], &e) < 0 ||
-        virtio_console_create(&co, &devs[2], &e) < 0)
+        virtio_console_create(&co, &devs[2], &e) < 0 || virtio_pmem_create(&po, &devs[3], &e) < 0)
         abort();
     return 0;
 }
@@ -54,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 4)
         return 0;
-    struct virtio_dev *d = devs[data[0] % 3];
+    struct virtio_dev *d = devs[data[0] % 4];
     unsigned qi = data[1] % d->num_queues;
     uint16_t qsize = (uint16_t)(1u << (data[2] % 7)); /* 1..64 */
     uint8_t feat = data[3];
