@@ -23,6 +23,7 @@ static const struct {
     {"delete", cmd_delete, "delete a stopped container (--force: any)"},
     {"run", cmd_run, "create and start a container, and wait for it"},
     {"exec", cmd_exec, "run another process in a running container"},
+    {"attach", cmd_attach, "run the host's (or a tool set's) tools inside a running container"},
     {"pause", cmd_pause, "freeze all processes of a container"},
     {"resume", cmd_resume, "thaw a paused container"},
     {"ps", cmd_ps, "list the processes of a container"},
