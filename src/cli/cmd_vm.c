@@ -24,6 +24,7 @@ static const struct option run_opts[] = {
     {"no-map-kernel", no_argument, NULL, 'N'}, {"no-pit", no_argument, NULL, 'T'}, {"timeout", required_argument, NULL, 't'},
     {"rng", no_argument, NULL, 'R'}, {"disk", required_argument, NULL, 'D'},
     {"virtio-console", required_argument, NULL, 'V'}, {"pmem", required_argument, NULL, 'P'},
+    {"net", required_argument, NULL, 'E'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -32,7 +33,7 @@ static const char run_usage[] =
     "vm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory MIB] "
     "[--console stdio|none|file:PATH] [--hugepages] [--ksm] [--no-map-kernel] [--no-pit] "
     "[--timeout SECONDS] [--rng] [--disk PATH[,ro][,direct][,serial=ID]]... "
-    "[--pmem PATH[,shared]]... [--virtio-console stdio|file:PATH|socket:PATH]";
+    "[--pmem PATH[,shared]]... [--net tap=NAME[,mac=MAC][,netns=PATH]]... [--virtio-console stdio|file:PATH|socket:PATH]";
 
 /* Files opened while parsing, closed when the command ends. */
 struct run_files {
@@ -109,6 +110,10 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg, struct run_fi
             break;
         case 'D':
             if (vm_opt_disk(cfg, optarg, err) < 0)
+                return -1;
+            break;
+        case 'E':
+            if (vm_opt_net(cfg, optarg, err) < 0)
                 return -1;
             break;
         case 'P':

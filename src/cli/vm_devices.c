@@ -97,3 +97,26 @@ int vm_opt_pmem(struct vm_config *cfg, char *spec, struct err **err)
     }
     return 0;
 }
+
+int vm_opt_net(struct vm_config *cfg, char *spec, struct err **err)
+{
+    struct vm_device *d = next_device(cfg, err);
+    if (d == NULL)
+        return -1;
+    d->kind = VM_DEV_NET;
+    char *save = NULL;
+    for (char *o = strtok_r(spec, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+        if (strncmp(o, "tap=", 4) == 0)
+            d->net.tap = o + 4;
+        else if (strncmp(o, "mac=", 4) == 0)
+            d->net.mac = o + 4;
+        else if (strncmp(o, "netns=", 6) == 0)
+            d->net.netns = o + 6;
+        else
+            return err_input(err, "vm run: --net option `%s` is unknown (tap=NAME, mac=MAC, "
+                                  "netns=PATH)", o);
+    }
+    if (d->net.tap == NULL)
+        return err_input(err, "vm run: --net needs tap=NAME");
+    return 0;
+}

@@ -43,3 +43,13 @@ int virtio_pmem_create(const struct virtio_pmem_opts *o, struct virtio_dev **out
 
 /* The guest-physical size a pmem device takes (the file, 2 MiB rounded). */
 uint64_t virtio_pmem_size(const struct virtio_dev *d);
+
+struct virtio_net_opts {
+    const char *tap;        /* the tap's name: opened if it exists, else created (and gone
+                             * when the VM ends) */
+    const char *netns;      /* a network namespace file (/proc/PID/ns/net, /run/netns/X), or NULL */
+    const char *mac;        /* xx:xx:xx:xx:xx:xx, or NULL for 52:54:00:12:34:56 */
+};
+
+/* virtio-net on a tap device. */
+int virtio_net_create(const struct virtio_net_opts *o, struct virtio_dev **out, struct err **err);

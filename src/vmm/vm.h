@@ -35,7 +35,7 @@ struct vm_exit {
 /* Up to this many virtio-mmio devices (IRQs 5..15). */
 #define VM_MAX_DEVICES 11
 
-enum vm_device_kind { VM_DEV_RNG, VM_DEV_BLK, VM_DEV_CONSOLE, VM_DEV_PMEM };
+enum vm_device_kind { VM_DEV_RNG, VM_DEV_BLK, VM_DEV_CONSOLE, VM_DEV_PMEM, VM_DEV_NET };
 
 /* A virtio device to add; the kind says which options apply. */
 struct vm_device {
@@ -43,6 +43,7 @@ struct vm_device {
     struct virtio_blk_opts blk;
     struct virtio_console_opts console;
     struct virtio_pmem_opts pmem;       /* gpa and slot are chosen by the VMM */
+    struct virtio_net_opts net;
 };
 
 struct vm_config {

@@ -198,3 +198,54 @@ def test_bad_pmem_options(args, expect):
     r = run("", *args)
     assert r.returncode == 1, r.stderr
     assert expect in r.stderr
+
+
+@pytest.fixture
+def netns():
+    name = f"cocoon-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def ip(ns, *args):
+    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_net_frames_through_a_tap_in_a_network_namespace(netns):
+    ip(netns, "tuntap", "add", "mode", "tap", "name", "cctap0")
+    ip(netns, "addr", "add", "10.9.0.1/24", "dev", "cctap0")
+    ip(netns, "link", "set", "cctap0", "up")
+    ip(netns, "neigh", "add", "10.9.0.2", "lladdr", "52:54:00:ab:cd:ef", "dev", "cctap0")
+    import json
+    peer = json.loads(ip(netns, "-j", "link", "show", "cctap0"))[0]["address"].replace(":", "")
+    r = run(f"net_peer={peer}", "--net",
+            f"tap=cctap0,mac=52:54:00:ab:cd:ef,netns=/run/netns/{netns}")
+    assert r.returncode == 0, r.stderr
+    assert "virtio-net: echo reply from 10.9.0.1" in r.stderr
+    # the kernel side saw the guest's frames
+    stats = json.loads(ip(netns, "-j", "-s", "link", "show", "cctap0"))[0]["stats64"]
+    assert stats["rx"]["packets"] >= 1 and stats["tx"]["packets"] >= 1
+
+
+def test_net_tap_created_by_cocoon_is_gone_after_the_vm(netns):
+    r = run("", "--net", f"tap=cctap9,netns=/run/netns/{netns}")
+    assert r.returncode == 66, r.stderr  # no net_peer: the guest's check fails
+    assert "cctap9" not in ip(netns, "link", "show")
+
+
+@pytest.mark.parametrize("spec,expect", [
+    ("mac=52:54:00:00:00:01", "tap=NAME"),
+    ("tap=x,mac=01:00:00:00:00:01", "unicast"),
+    ("tap=x,mac=zz", "mac `zz`"),
+    ("tap=" + "x" * 16, "tap name"),
+    ("tap=x,netns=/nonexistent", "/nonexistent"),
+    ("tap=x,speed=1", "`speed=1` is unknown"),
+])
+def test_bad_net_options(spec, expect):
+    r = run("", "--net", spec)
+    assert r.returncode == 1, r.stderr
+    assert expect in r.stderr, r.stderr

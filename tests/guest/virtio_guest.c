@@ -9,6 +9,8 @@
  *   pmem     pmem_seed=S pmem_bytes=N: the region holds the file, byte
  *            (off*13+S)&255, zeros to the 2 MiB boundary; a guest write
  *            reads back; a flush request answers 0
+ *   net      net_peer=MAC (12 hex digits): pings 10.9.0.1 from 10.9.0.2
+ *            through the tap until the echo reply comes back
  *   console  prints a greeting; console_echo=N: reads N bytes, writes
  *            "echo:" and them back
  * Options: indirect=1 (requests through indirect tables), event_idx=1,
@@ -19,6 +21,7 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_mmio.h>
+#include <linux/virtio_net.h>
 
 #include "libguest.h"
 #include "virtio_drv.h"
@@ -241,6 +244,109 @@ static void test_pmem(struct gv_dev *d)
     g_print("virtio-pmem: %lu bytes at %lx, contents ok, flushed", size, start);
 }
 
+/* ---- net ---- */
+
+static uint8_t rx[8][2048] __attribute__((aligned(64)));
+static uint8_t tx[128] __attribute__((aligned(64)));
+
+static uint16_t csum(const uint8_t *p, uint32_t n)
+{
+    uint32_t s = 0;
+    for (uint32_t i = 0; i + 1 < n; i += 2)
+        s += (uint32_t)(p[i] << 8 | p[i + 1]);
+    if (n & 1)
+        s += (uint32_t)p[n - 1] << 8;
+    while (s >> 16)
+        s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)~s;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static uint32_t echo_request(const uint8_t *mac, const uint8_t *peer, uint16_t seq)
+{
+    memset(tx, 0, sizeof(tx));
+    uint8_t *e = tx + 12; /* after the virtio_net_hdr_v1 */
+    memcpy(e, peer, 6);
+    memcpy(e + 6, mac, 6);
+    put16(e + 12, 0x0800);
+    uint8_t *ip = e + 14;
+    ip[0] = 0x45;
+    put16(ip + 2, 20 + 8 + 32);
+    ip[8] = 64;
+    ip[9] = 1; /* ICMP */
+    static const uint8_t src[4] = {10, 9, 0, 2}, dst[4] = {10, 9, 0, 1};
+    memcpy(ip + 12, src, 4);
+    memcpy(ip + 16, dst, 4);
+    put16(ip + 10, csum(ip, 20));
+    uint8_t *icmp = ip + 20;
+    icmp[0] = 8; /* echo request */
+    put16(icmp + 4, 0xc0c0);
+    put16(icmp + 6, seq);
+    for (int i = 0; i < 32; i++)
+        icmp[8 + i] = (uint8_t)('a' + i % 26);
+    put16(icmp + 2, csum(icmp, 40));
+    return 12 + 14 + 20 + 40;
+}
+
+static void test_net(struct gv_dev *d)
+{
+    char v[32];
+    G_CHECK(g_cmdline_get(cmdline, "net_peer", v, sizeof(v)) && g_strlen(v) == 12,
+            "net_peer=MAC (12 hex digits) missing");
+    uint8_t peer[6], mac[6];
+    for (int i = 0; i < 6; i++) {
+        char h[5] = {'0', 'x', v[2 * i], v[2 * i + 1], 0};
+        peer[i] = (uint8_t)g_parse_u64(h);
+    }
+    gv_init(d, want_features((1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_MRG_RXBUF)), 2);
+    G_CHECK(d->features & (1ull << VIRTIO_NET_F_MRG_RXBUF), "no mergeable rx buffers");
+    for (int i = 0; i < 6; i++)
+        mac[i] = gv_config8(d, (uint32_t)i);
+    for (int i = 0; i < 8; i++) {
+        struct gv_buf b = {rx[i], sizeof(rx[i]), 1};
+        gv_submit(d, 0, &b, 1, 0);
+    }
+    for (uint16_t seq = 1; seq < 200; seq++) {
+        struct gv_buf b = {tx, echo_request(mac, peer, seq), 0};
+        gv_submit(d, 1, &b, 1, use_indirect);
+        gv_wait(d, 1, 0);
+        for (uint64_t spins = 0; spins < 20000000ull; spins++) {
+            if (!gv_used_pending(d, 0)) {
+                __asm__ volatile("pause");
+                continue;
+            }
+            uint16_t id;
+            uint32_t len = gv_wait(d, 0, &id);
+            /* slots rotate by 16 descriptors: find which buffer it was */
+            uint8_t *f = 0;
+            for (int i = 0; i < 8; i++)
+                if ((uintptr_t)d->q[0].desc[id].addr == (uintptr_t)rx[i])
+                    f = rx[i];
+            G_CHECK(f != 0, "rx used id %u is not one of our buffers", id);
+            G_CHECK(f[10] == 1 && f[11] == 0, "num_buffers %u for a small frame", f[10]);
+            const uint8_t *e = f + 12, *ip = e + 14, *icmp = ip + 20;
+            int reply = len >= 12 + 14 + 20 + 40 && e[12] == 0x08 && e[13] == 0 && ip[9] == 1 &&
+                        icmp[0] == 0 && icmp[4] == 0xc0 && icmp[5] == 0xc0;
+            if (reply) {
+                G_CHECK(g_strncmp((const char *)e, (const char *)mac, 6) == 0,
+                        "the reply is not addressed to our MAC");
+                for (int i = 0; i < 32; i++)
+                    G_CHECK(icmp[8 + i] == (uint8_t)('a' + i % 26), "echo payload byte %d", i);
+                g_print("virtio-net: echo reply from 10.9.0.1 (seq %u, %u bytes)", seq, len);
+                return;
+            }
+            struct gv_buf b2 = {f, sizeof(rx[0]), 1};
+            gv_submit(d, 0, &b2, 1, 0); /* something else (IPv6, ARP): repost */
+        }
+    }
+    g_fail("no echo reply from 10.9.0.1 through the tap");
+}
+
 /* ---- malformed queues ---- */
 
 static void test_bad(struct gv_dev *d, const char *kind)
@@ -311,6 +417,7 @@ void guest_main(const struct g_boot *b)
         case VIRTIO_ID_BLOCK: test_blk(d); break;
         case VIRTIO_ID_CONSOLE: test_console(d); break;
         case VIRTIO_ID_PMEM: test_pmem(d); break;
+        case VIRTIO_ID_NET: test_net(d); break;
         default: g_fail("device %u: unexpected id %u", i, d->id);
         }
         if (irq) {
