@@ -58,6 +58,7 @@ asan:
 bench: deps build
 	$(PYTHON) bench/run.py --cocoon $(COCOON)
 	$(PYTHON) bench/vm.py --cocoon $(COCOON)
+	$(PYTHON) bench/attach.py --cocoon $(COCOON)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
