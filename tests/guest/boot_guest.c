@@ -7,6 +7,8 @@
  *   exit=N                       the exit status to end with (default 0)
  *   fault=1 / fail=X / loop=1    triple fault / failed check / spin forever
  *   mptable=N                    an MP table with N processors and an IOAPIC
+ *   smp=N                        start the N-1 other CPUs with INIT/STARTUP
+ *                                IPIs (ap_start.S) and wait until all run
  *   garbage_mmio=1               write garbage to every MMIO page above RAM
  *   garbage_ports=1              (boot.c, at CPL0) garbage to every port */
 #include "libguest.h"
@@ -134,6 +136,40 @@ static void check_mptable(uint64_t cpus)
     g_print("mptable: %lu processors, IOAPIC, %lu IRQs", procs, irqs);
 }
 
+extern const uint8_t ap_tramp[], ap_tramp_end[];
+extern volatile uint32_t ap_alive;
+
+static void lapic_icr(uint32_t low)
+{
+    volatile uint32_t *icr_lo = (volatile uint32_t *)(uintptr_t)0xfee00300ull;
+    *icr_lo = low;
+    for (int i = 0; i < 100000 && (*icr_lo & (1u << 12)); i++)
+        __asm__ volatile("pause"); /* delivery status: pending */
+}
+
+/* Start the other CPUs as an OS does: INIT, then STARTUP twice, to all
+ * but self (the local APIC is the in-kernel one; CPL3 reaches it through
+ * the user-mapped page). */
+static void start_aps(uint64_t cpus)
+{
+    memcpy((void *)(uintptr_t)0x8000, ap_tramp, (size_t)(ap_tramp_end - ap_tramp));
+    *(volatile uint32_t *)(uintptr_t)0xfee000f0ull = 0x1ff; /* software-enable the LAPIC */
+    lapic_icr(0x000c4500); /* INIT, assert, all excluding self */
+    for (volatile int i = 0; i < 1000000; i++)
+        ;
+    for (int k = 0; k < 2; k++) {
+        lapic_icr(0x000c4608); /* STARTUP, vector 0x08: 0x8000 */
+        for (volatile int i = 0; i < 100000; i++)
+            ;
+    }
+    for (uint64_t spins = 0; ap_alive < cpus - 1; spins++) {
+        G_CHECK(spins < 200000000ull, "%u of %lu application processors came up", ap_alive,
+                cpus - 1);
+        __asm__ volatile("pause");
+    }
+    g_print("smp: %u application processors up", ap_alive);
+}
+
 void guest_main(const struct g_boot *b)
 {
     G_CHECK(b->magic_ok, "the boot structure's magic or version is wrong (kind %d)", b->kind);
@@ -152,6 +188,8 @@ void guest_main(const struct g_boot *b)
         check_initrd(b, cmdline, g_parse_u64(v));
     if (g_cmdline_get(cmdline, "mptable", v, sizeof(v)))
         check_mptable(g_parse_u64(v));
+    if (g_cmdline_get(cmdline, "smp", v, sizeof(v)))
+        start_aps(g_parse_u64(v));
     if (g_cmdline_get(cmdline, "garbage_mmio", v, sizeof(v)))
         garbage_mmio(mem ? mem : 0x100000);
     /* fault=1: take an exception at CPL3 with no IDT: a triple fault */

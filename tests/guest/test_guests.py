@@ -80,6 +80,21 @@ def test_smp_boots_and_the_mp_table_lists_every_cpu(cpus):
     assert f"mptable: {cpus} processors, IOAPIC, 24 IRQs" in r.stderr
 
 
+@pytest.mark.parametrize("boot", GUESTS)
+@pytest.mark.parametrize("cpus", [2, 8])
+def test_application_processors_start_with_init_and_startup_ipis(boot, cpus):
+    r = guest(f"smp={cpus} exit=4", "--cpus", str(cpus), kernel=GUESTS[boot])
+    assert r.returncode == 4, r.stderr
+    assert f"smp: {cpus - 1} application processors up" in r.stderr
+
+
+def test_smp_check_is_real():
+    """Asking for more CPUs than the VM has must fail (after a while)."""
+    r = guest("smp=3", "--cpus", "2", "--timeout", "20")
+    assert r.returncode in (66, 67), r.stderr
+    assert "1 of 2 application processors came up" in r.stderr or "timeout" in r.stderr
+
+
 def test_mp_table_check_is_real():
     r = guest("mptable=3", "--cpus", "2")
     assert r.returncode == 66, r.stderr
