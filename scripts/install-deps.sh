@@ -6,13 +6,15 @@
 #              iproute2 podman containerd
 #   bench:     runc crun hyperfine python3-matplotlib qemu-system-x86 (qemu microvm:
 #              the VMM comparison of bench/vm.py)
+#              fio bindfs (bench/fs.py: fio drives the I/O; bindfs is the reference
+#              FUSE passthrough)
 set -eu
 group=${1:-all}
 pkgs="meson ninja-build pkg-config gcc libjson-c-dev libcap-dev libseccomp-dev busybox-static"
 case "$group" in
   build) ;;
   test) pkgs="$pkgs libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd" ;;
-  all|bench) pkgs="$pkgs libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd runc crun hyperfine python3-matplotlib qemu-system-x86" ;;
+  all|bench) pkgs="$pkgs libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd runc crun hyperfine python3-matplotlib qemu-system-x86 fio bindfs" ;;
   *) echo "usage: $0 [build|test|bench|all]" >&2; exit 2 ;;
 esac
 missing=""

@@ -31,6 +31,7 @@ static const struct {
     {"events", cmd_events, "print resource statistics of a container (--stats: once)"},
     {"list", cmd_list, "list containers"},
     {"vm", cmd_vm, "boot a kernel in a cocoon microVM (vm run --kernel ...)"},
+    {"fs", cmd_fs, "serve a directory through cocoon's FUSE server (fs mount SRC DIR)"},
     {"spec", cmd_spec, "write a default config.json"},
     {"features", cmd_features, "print the features this runtime supports as JSON"},
 };

@@ -1,0 +1,207 @@
+/* libFuzzer harness: bytes as a sequence of FUSE requests for the protocol
+ * core (fs_session_handle), served from a small temp tree rebuilt for every
+ * input. Input format: records of [u16 little-endian length][request bytes];
+ * a record's bytes are the request as the kernel (or a guest) would send it,
+ * header included, so lengths and fields are all the fuzzer's to break.
+ * Checked: every reply is well-formed and inside the buffer, and nothing
+ * outside the tree changes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "fs/fs.h"
+#include "fs/fuse_abi.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                      \
+            abort();                                                             \
+        }                                                                        \
+    } while (0)
+
+static char top[64];   /* <tmp>/fuzz_fuse.XXXXXX */
+static char tree[96];  /* top/tree: what the session serves */
+static char guard[96]; /* top/guard: a sibling that must never change */
+static uint8_t *out;
+#define OUTSZ ((256u * 4096u) + 8192u)
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb;
+    (void)flag;
+    (void)f;
+    remove(p);
+    return 0;
+}
+
+static void cleanup(void)
+{
+    if (top[0])
+        nftw(top, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void make_tree(void)
+{
+    nftw(tree, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    CHECK(mkdir(tree, 0755) == 0);
+    int d = open(tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    CHECK(d >= 0);
+    int f = openat(d, "file", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    CHECK(f >= 0 && write(f, "0123456789abcdef", 16) == 16);
+    close(f);
+    CHECK(mkdirat(d, "dir", 0755) == 0);
+    f = openat(d, "dir/inner", O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    CHECK(f >= 0);
+    close(f);
+    CHECK(symlinkat("/", d, "root") == 0);
+    CHECK(symlinkat("../guard", d, "up") == 0);
+    close(d);
+}
+
+/* Count entries of the guard directory and the size of its file. */
+static long guard_state(void)
+{
+    char p[128];
+    snprintf(p, sizeof(p), "%s/g", guard);
+    struct stat st;
+    if (stat(p, &st) < 0)
+        return -1;
+    return (long)st.st_size * 1000 + (long)(st.st_mode & 07777) + (long)st.st_nlink * 100000;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(top, sizeof(top), "%s/fuzz_fuse.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    CHECK(mkdtemp(top) != NULL);
+    atexit(cleanup);
+    snprintf(tree, sizeof(tree), "%s/tree", top);
+    snprintf(guard, sizeof(guard), "%s/guard", top);
+    CHECK(mkdir(guard, 0755) == 0);
+    char g[128];
+    snprintf(g, sizeof(g), "%s/g", guard);
+    int f = open(g, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    CHECK(f >= 0 && write(f, "guard", 5) == 5);
+    close(f);
+    /* Writes far past the end must fail (EFBIG), not fill the disk (SIGXFSZ
+     * is ignored in the first input: libFuzzer installs its handler later). */
+    struct rlimit rl = {64 << 20, 64 << 20};
+    setrlimit(RLIMIT_FSIZE, &rl);
+    out = malloc(OUTSZ);
+    CHECK(out != NULL);
+    return 0;
+}
+
+/* Make a request harmless for the harness (not for the server): no lock
+ * waits that would hang, no huge preallocation. */
+static void tame(uint8_t *req, size_t len)
+{
+    struct fuse_in_header h;
+    if (len < sizeof(h))
+        return;
+    memcpy(&h, req, sizeof(h));
+    if (h.opcode == FUSE_SETLKW)
+        h.opcode = FUSE_SETLK;
+    h.nodeid %= 16; /* live nodeids are small: hit them */
+    memcpy(req, &h, sizeof(h));
+    if (h.opcode == FUSE_FALLOCATE && len >= sizeof(h) + sizeof(struct fuse_fallocate_in)) {
+        struct fuse_fallocate_in fa;
+        memcpy(&fa, req + sizeof(h), sizeof(fa));
+        fa.length %= 1 << 20;
+        fa.offset %= 1 << 20;
+        memcpy(req + sizeof(h), &fa, sizeof(fa));
+    }
+}
+
+static void check_reply(const uint8_t *req, size_t len, ssize_t n, size_t cap)
+{
+    if (n == 0)
+        return;
+    if (n < 0) {
+        CHECK(n == -EINVAL && len < sizeof(struct fuse_in_header));
+        return;
+    }
+    CHECK((size_t)n >= sizeof(struct fuse_out_header) && (size_t)n <= cap);
+    struct fuse_out_header oh;
+    struct fuse_in_header h;
+    memcpy(&oh, out, sizeof(oh));
+    memcpy(&h, req, sizeof(h));
+    CHECK(oh.len == (uint32_t)n);
+    CHECK(oh.unique == h.unique);
+    CHECK(oh.error <= 0 && oh.error > -4096);
+    CHECK(oh.error == 0 || n == sizeof(oh));
+}
+
+static void init_session(struct fs_session *s)
+{
+    struct {
+        struct fuse_in_header h;
+        struct fuse_init_in in;
+    } req = {{.len = sizeof(req), .opcode = FUSE_INIT, .unique = 1},
+             {.major = 7, .minor = 38, .max_readahead = 1 << 20,
+              .flags = FUSE_ASYNC_READ | FUSE_MAX_PAGES | FUSE_POSIX_LOCKS | FUSE_INIT_EXT |
+                       FUSE_DO_READDIRPLUS | FUSE_ATOMIC_O_TRUNC}};
+    struct iovec iov = {out, OUTSZ};
+    CHECK(fs_session_handle(s, &req, sizeof(req), &iov, 1) > 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static bool once;
+    if (!once) {
+        signal(SIGXFSZ, SIG_IGN);
+        once = true;
+    }
+    make_tree();
+    long before = guard_state();
+    int d = open(tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    CHECK(d >= 0);
+    struct fs_options o;
+    fs_options_default(&o);
+    struct fs_session *s = NULL;
+    struct err *err = NULL;
+    CHECK(fs_session_new(d, &o, NULL, &s, &err) == 0);
+    close(d);
+    /* Half of the inputs start initialized, the rest must INIT themselves. */
+    if (size > 0 && (data[0] & 1))
+        init_session(s);
+    size_t p = size > 0 ? 1 : 0;
+    uint8_t *req = malloc(65536 + 64);
+    CHECK(req != NULL);
+    while (p + 2 <= size) {
+        size_t len = (size_t)data[p] | ((size_t)data[p + 1] << 8);
+        p += 2;
+        if (len > size - p)
+            len = size - p;
+        memcpy(req, data + p, len);
+        p += len;
+        tame(req, len);
+        /* Vary the reply buffer: sometimes tight, split in two. */
+        size_t cap = (len & 1) ? 64 + (len % 512) : OUTSZ;
+        struct iovec iov[2] = {{out, cap / 2}, {out + cap / 2, cap - cap / 2}};
+        ssize_t n = fs_session_handle(s, req, len, iov, 2);
+        check_reply(req, len, n, cap);
+    }
+    free(req);
+    fs_session_free(s);
+    CHECK(guard_state() == before);
+    return 0;
+}
