@@ -115,6 +115,10 @@ static void drain_tx(struct console *c)
     const char *why = NULL;
     int got;
     bool pushed = false;
+    /* A socket with no client yet: output waits in the ring (flow control),
+     * it is not thrown away. */
+    if (c->listen_fd >= 0 && c->out_fd < 0)
+        return;
     while ((got = virtq_pop(q, d->mem, &c->chain, &why)) > 0) {
         for (unsigned i = 0; i < c->chain.n_out && c->out_fd >= 0; i++) {
             const uint8_t *p = c->chain.out[i].iov_base;
@@ -175,8 +179,11 @@ static void on_accept(void *arg, uint32_t events)
         close(c->in_fd);
     }
     c->in_fd = c->out_fd = fd;
-    if (virtio_dev_running(&c->dev))
+    if (virtio_dev_running(&c->dev)) {
         watch_input(c, true);
+        if (c->dev.queues[Q_TX].ready)
+            drain_tx(c); /* what the guest wrote while nobody listened */
+    }
     pthread_mutex_unlock(&c->dev.lock);
 }
 
