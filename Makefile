@@ -59,6 +59,7 @@ bench: deps build
 	$(PYTHON) bench/run.py --cocoon $(COCOON)
 	$(PYTHON) bench/vm.py --cocoon $(COCOON)
 	$(PYTHON) bench/attach.py --cocoon $(COCOON)
+	$(PYTHON) bench/fs.py --cocoon $(COCOON)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
