@@ -421,8 +421,16 @@ void guest_main(const struct g_boot *b)
         default: g_fail("device %u: unexpected id %u", i, d->id);
         }
         if (irq) {
+            /* the device raises the interrupt just after it publishes the
+             * used element the guest saw: give it a moment */
+            uint64_t spins = 0;
+            while (!(gv_read32(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING) &&
+                   spins++ < 100000000ull)
+                __asm__ volatile("pause");
             G_CHECK(gv_read32(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING,
                     "device %u: no used-buffer interrupt status", i);
+            for (spins = 0; !irq_pending(vector) && spins < 100000000ull; spins++)
+                __asm__ volatile("pause");
             G_CHECK(irq_pending(vector), "device %u: irq %u never reached the local APIC", i,
                     d->irq);
             gv_write32(d, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
