@@ -61,5 +61,9 @@ uint32_t gv_wait(struct gv_dev *d, unsigned qi, uint16_t *id);
 /* Whether an element is waiting in qi's used ring. */
 int gv_used_pending(const struct gv_dev *d, unsigned qi);
 
+/* Nonzero: never move used_event (it stays 0: the first completion on each
+ * queue interrupts, whatever the timing). */
+extern int gv_hold_used_event;
+
 /* Spin for roughly n iterations. */
 void gv_spin(uint64_t n);

@@ -402,6 +402,7 @@ void guest_main(const struct g_boot *b)
     char bad[16];
     int have_bad = g_cmdline_get(cmdline, "bad", bad, sizeof(bad));
     int irq = (int)opt("irq", 0);
+    gv_hold_used_event = irq;
     for (unsigned i = 0; i < n; i++) {
         struct gv_dev *d = &devs[i];
         g_print("device %u: id %u at %lx irq %u", i, d->id, d->base, d->irq);
@@ -425,11 +426,11 @@ void guest_main(const struct g_boot *b)
              * used element the guest saw: give it a moment */
             uint64_t spins = 0;
             while (!(gv_read32(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING) &&
-                   spins++ < 100000000ull)
+                   spins++ < 100000ull)
                 __asm__ volatile("pause");
             G_CHECK(gv_read32(d, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING,
                     "device %u: no used-buffer interrupt status", i);
-            for (spins = 0; !irq_pending(vector) && spins < 100000000ull; spins++)
+            for (spins = 0; !irq_pending(vector) && spins < 100000ull; spins++)
                 __asm__ volatile("pause");
             G_CHECK(irq_pending(vector), "device %u: irq %u never reached the local APIC", i,
                     d->irq);
