@@ -127,9 +127,9 @@ static int do_discard(struct blk *b)
 }
 
 /* Serve one request; returns the bytes written into guest buffers. */
-static uint32_t serve(struct blk *b)
+static uint32_t serve(struct virtio_dev *d, struct virtq_chain *c)
 {
-    struct virtq_chain *c = &b->chain;
+    struct blk *b = d->priv;
     struct virtio_blk_outhdr h;
     uint32_t written = 0;
     uint8_t status;
@@ -161,18 +161,7 @@ static uint32_t serve(struct blk *b)
 static void blk_notify(struct virtio_dev *d, unsigned qi)
 {
     struct blk *b = d->priv;
-    struct virtq *q = &d->queues[qi];
-    const char *why = NULL;
-    int got;
-    bool pushed = false;
-    while ((got = virtq_pop(q, d->mem, &b->chain, &why)) > 0) {
-        virtq_push(q, b->chain.head, serve(b));
-        pushed = true;
-    }
-    if (got < 0)
-        virtio_dev_needs_reset(d, why);
-    if (pushed)
-        virtio_dev_signal_used(d, qi);
+    virtio_queue_serve(d, qi, &b->chain, serve);
 }
 
 static void blk_destroy(struct virtio_dev *d)

@@ -108,40 +108,35 @@ static void watch_input(struct console *c, bool on)
     c->watching_in = on;
 }
 
+/* Send a transmitted chain to the host side (dropped if it is gone). */
+static uint32_t send_tx(struct virtio_dev *d, struct virtq_chain *ch)
+{
+    struct console *c = d->priv;
+    for (unsigned i = 0; i < ch->n_out && c->out_fd >= 0; i++) {
+        const uint8_t *p = ch->out[i].iov_base;
+        size_t left = ch->out[i].iov_len;
+        while (left) {
+            ssize_t n = send(c->out_fd, p, left, MSG_NOSIGNAL);
+            if (n < 0 && errno == ENOTSOCK)
+                n = write(c->out_fd, p, left);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break; /* the host side is gone: the bytes are dropped */
+            p += n;
+            left -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
 static void drain_tx(struct console *c)
 {
-    struct virtio_dev *d = &c->dev;
-    struct virtq *q = &d->queues[Q_TX];
-    const char *why = NULL;
-    int got;
-    bool pushed = false;
     /* A socket with no client yet: output waits in the ring (flow control),
      * it is not thrown away. */
     if (c->listen_fd >= 0 && c->out_fd < 0)
         return;
-    while ((got = virtq_pop(q, d->mem, &c->chain, &why)) > 0) {
-        for (unsigned i = 0; i < c->chain.n_out && c->out_fd >= 0; i++) {
-            const uint8_t *p = c->chain.out[i].iov_base;
-            size_t left = c->chain.out[i].iov_len;
-            while (left) {
-                ssize_t n = send(c->out_fd, p, left, MSG_NOSIGNAL);
-                if (n < 0 && errno == ENOTSOCK)
-                    n = write(c->out_fd, p, left);
-                if (n < 0 && errno == EINTR)
-                    continue;
-                if (n <= 0)
-                    break; /* the host side is gone: the bytes are dropped */
-                p += n;
-                left -= (size_t)n;
-            }
-        }
-        virtq_push(q, c->chain.head, 0);
-        pushed = true;
-    }
-    if (got < 0)
-        virtio_dev_needs_reset(d, why);
-    if (pushed)
-        virtio_dev_signal_used(d, Q_TX);
+    virtio_queue_serve(&c->dev, Q_TX, &c->chain, send_tx);
 }
 
 static void console_notify(struct virtio_dev *d, unsigned qi)

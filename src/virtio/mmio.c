@@ -58,6 +58,23 @@ void virtio_dev_signal_used(struct virtio_dev *d, unsigned q)
         raise_irq(d, VIRTIO_MMIO_INT_VRING);
 }
 
+void virtio_queue_serve(struct virtio_dev *d, unsigned qi, struct virtq_chain *c,
+                        virtio_serve_fn fn)
+{
+    struct virtq *q = &d->queues[qi];
+    const char *why = NULL;
+    int got;
+    bool pushed = false;
+    while ((got = virtq_pop(q, d->mem, c, &why)) > 0) {
+        virtq_push(q, c->head, fn(d, c));
+        pushed = true;
+    }
+    if (got < 0)
+        virtio_dev_needs_reset(d, why);
+    if (pushed)
+        virtio_dev_signal_used(d, qi);
+}
+
 void virtio_dev_needs_reset(struct virtio_dev *d, const char *why)
 {
     if (d->status & VIRTIO_CONFIG_S_NEEDS_RESET)

@@ -149,32 +149,21 @@ static void net_watch(struct net *n, bool on)
     n->watching = on;
 }
 
-static void net_tx(struct net *n)
+/* Header + frame, as the tap (IFF_VNET_HDR, 12 bytes) wants it. */
+static uint32_t send_frame(struct virtio_dev *d, struct virtq_chain *c)
 {
-    struct virtio_dev *d = &n->dev;
-    struct virtq *q = &d->queues[Q_TX];
-    const char *why = NULL;
-    int got;
-    bool pushed = false;
-    while ((got = virtq_pop(q, d->mem, &n->chain, &why)) > 0) {
-        /* header + frame, as the tap (IFF_VNET_HDR, 12 bytes) wants it */
-        if (n->chain.out_len > NET_HDR && n->chain.out_len <= FRAME_MAX &&
-            writev(n->tap, n->chain.out, (int)n->chain.n_out) < 0 && errno != EAGAIN)
-            log_debug("virtio-net: tap write: %s", strerror(errno));
-        virtq_push(q, n->chain.head, 0);
-        pushed = true;
-    }
-    if (got < 0)
-        virtio_dev_needs_reset(d, why);
-    if (pushed)
-        virtio_dev_signal_used(d, Q_TX);
+    struct net *n = d->priv;
+    if (c->out_len > NET_HDR && c->out_len <= FRAME_MAX &&
+        writev(n->tap, c->out, (int)c->n_out) < 0 && errno != EAGAIN)
+        log_debug("virtio-net: tap write: %s", strerror(errno));
+    return 0;
 }
 
 static void net_notify(struct virtio_dev *d, unsigned qi)
 {
     struct net *n = d->priv;
     if (qi == Q_TX) {
-        net_tx(n);
+        virtio_queue_serve(d, Q_TX, &n->chain, send_frame);
     } else {
         net_watch(n, true);
         net_rx(n);

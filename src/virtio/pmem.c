@@ -32,29 +32,24 @@ struct pmem {
     struct virtq_chain chain;
 };
 
+/* A flush request: sync the file if guest writes reach it. */
+static uint32_t pmem_flush(struct virtio_dev *d, struct virtq_chain *c)
+{
+    struct pmem *p = d->priv;
+    struct virtio_pmem_req req;
+    struct virtio_pmem_resp resp = {.ret = 0};
+    if (virtq_read(c, 0, &req, sizeof(req)) < sizeof(req) ||
+        req.type != VIRTIO_PMEM_REQ_TYPE_FLUSH)
+        resp.ret = 1;
+    else if (p->shared && (msync(p->host, p->file_size, MS_SYNC) < 0 || fsync(p->fd) < 0))
+        resp.ret = 1;
+    return (uint32_t)virtq_write(c, 0, &resp, sizeof(resp));
+}
+
 static void pmem_notify(struct virtio_dev *d, unsigned qi)
 {
     struct pmem *p = d->priv;
-    struct virtq *q = &d->queues[qi];
-    const char *why = NULL;
-    int got;
-    bool pushed = false;
-    while ((got = virtq_pop(q, d->mem, &p->chain, &why)) > 0) {
-        struct virtio_pmem_req req;
-        struct virtio_pmem_resp resp = {.ret = 0};
-        if (virtq_read(&p->chain, 0, &req, sizeof(req)) < sizeof(req) ||
-            req.type != VIRTIO_PMEM_REQ_TYPE_FLUSH)
-            resp.ret = 1;
-        else if (p->shared && (msync(p->host, p->file_size, MS_SYNC) < 0 || fsync(p->fd) < 0))
-            resp.ret = 1;
-        uint32_t n = (uint32_t)virtq_write(&p->chain, 0, &resp, sizeof(resp));
-        virtq_push(q, p->chain.head, n);
-        pushed = true;
-    }
-    if (got < 0)
-        virtio_dev_needs_reset(d, why);
-    if (pushed)
-        virtio_dev_signal_used(d, qi);
+    virtio_queue_serve(d, qi, &p->chain, pmem_flush);
 }
 
 /* Put the mapping into the guest's physical address space. */

@@ -13,37 +13,33 @@ struct rng {
     struct virtq_chain chain;
 };
 
+/* Fill every writable buffer of the chain from getrandom(). */
+static uint32_t rng_fill(struct virtio_dev *d, struct virtq_chain *c)
+{
+    (void)d;
+    uint64_t written = 0;
+    for (unsigned i = 0; i < c->n_in; i++) {
+        struct iovec *v = &c->in[i];
+        size_t done = 0;
+        while (done < v->iov_len) {
+            ssize_t n = getrandom((uint8_t *)v->iov_base + done, v->iov_len - done, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            done += (size_t)n;
+        }
+        written += done;
+        if (done < v->iov_len)
+            break;
+    }
+    return (uint32_t)written;
+}
+
 static void rng_notify(struct virtio_dev *d, unsigned qi)
 {
     struct rng *r = d->priv;
-    struct virtq *q = &d->queues[qi];
-    const char *why = NULL;
-    int got;
-    bool pushed = false;
-    while ((got = virtq_pop(q, d->mem, &r->chain, &why)) > 0) {
-        uint64_t written = 0;
-        for (unsigned i = 0; i < r->chain.n_in; i++) {
-            struct iovec *v = &r->chain.in[i];
-            size_t done = 0;
-            while (done < v->iov_len) {
-                ssize_t n = getrandom((uint8_t *)v->iov_base + done, v->iov_len - done, 0);
-                if (n < 0 && errno == EINTR)
-                    continue;
-                if (n <= 0)
-                    break;
-                done += (size_t)n;
-            }
-            written += done;
-            if (done < v->iov_len)
-                break;
-        }
-        virtq_push(q, r->chain.head, (uint32_t)written);
-        pushed = true;
-    }
-    if (got < 0)
-        virtio_dev_needs_reset(d, why);
-    if (pushed)
-        virtio_dev_signal_used(d, qi);
+    virtio_queue_serve(d, qi, &r->chain, rng_fill);
 }
 
 static void rng_destroy(struct virtio_dev *d)

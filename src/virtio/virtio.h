@@ -91,6 +91,15 @@ int virtio_mmio_attach(struct virtio_dev *d, int vm_fd, const struct guest_mem *
 void virtio_mmio_access(struct virtio_dev *d, uint64_t offset, uint8_t *data, uint32_t len,
                         bool is_write);
 
+/* Answer one request chain; returns the bytes written into its writable part. */
+typedef uint32_t (*virtio_serve_fn)(struct virtio_dev *d, struct virtq_chain *c);
+
+/* Serve every available chain of queue q with fn (into the scratch chain c),
+ * return them, then interrupt the driver if it wants; a malformed queue
+ * sets NEEDS_RESET. */
+void virtio_queue_serve(struct virtio_dev *d, unsigned q, struct virtq_chain *c,
+                        virtio_serve_fn fn);
+
 /* Tell the driver that queue q has used buffers, if it wants to know. */
 void virtio_dev_signal_used(struct virtio_dev *d, unsigned q);
 
