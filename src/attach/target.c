@@ -24,31 +24,6 @@
 #include "oci/state.h"
 #include "runtime/lifecycle.h"
 
-static const struct {
-    const char *name;
-    int flag;
-} ns_files[] = {
-    {"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS},  {"pid", CLONE_NEWPID},
-    {"net", CLONE_NEWNET},   {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
-    {"cgroup", CLONE_NEWCGROUP}, {"time", CLONE_NEWTIME},
-};
-
-/* The namespaces of the process at procfd that differ from ours. */
-static int ns_differing(int procfd)
-{
-    int flags = 0;
-    for (size_t i = 0; i < sizeof(ns_files) / sizeof(ns_files[0]); i++) {
-        char self[64], rel[32];
-        struct stat a, b;
-        snprintf(rel, sizeof(rel), "ns/%s", ns_files[i].name);
-        snprintf(self, sizeof(self), "/proc/self/ns/%s", ns_files[i].name);
-        if (fstatat(procfd, rel, &a, 0) == 0 && stat(self, &b) == 0 &&
-            (a.st_ino != b.st_ino || a.st_dev != b.st_dev))
-            flags |= ns_files[i].flag;
-    }
-    return flags;
-}
-
 /* A cocoon container: running, on the namespace backend; its seccomp
  * filter compiled from its config (the filter cannot be read back from the
  * kernel without ptrace). */
@@ -124,7 +99,7 @@ int attach_target_open(const struct runtime *rt, const struct attach_opts *o,
         return err_make(err, errno, "cannot attach to %s: open its root", t->what);
     if (attach_cgroups_find(t->procfd, &t->cg, err) < 0)
         return err_wrap(err, "cannot attach to %s", t->what);
-    t->join_ns = ns_differing(t->procfd);
+    t->join_ns = proc_ns_differing(t->procfd, "ns");
     /* All of the above was read from the process the pidfd holds. */
     if (proc_pidfd_signal(t->pidfd, 0) < 0)
         return err_make(err, 0, "cannot attach to %s: it has exited", t->what);

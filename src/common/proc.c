@@ -1,11 +1,14 @@
 #include "common/proc.h"
 
 #include <errno.h>
+#include <linux/sched.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -79,4 +82,28 @@ int proc_pidfd_open_checked(pid_t pid, uint64_t start_time)
         return -1;
     }
     return fd;
+}
+
+static const struct {
+    const char *name;
+    int flag;
+} ns_files[] = {
+    {"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"pid", CLONE_NEWPID},
+    {"net", CLONE_NEWNET},   {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
+    {"cgroup", CLONE_NEWCGROUP}, {"time", CLONE_NEWTIME},
+};
+
+int proc_ns_differing(int dirfd, const char *ns_dir)
+{
+    int flags = 0;
+    for (size_t i = 0; i < sizeof(ns_files) / sizeof(ns_files[0]); i++) {
+        char theirs[128], ours[64];
+        struct stat a, b;
+        snprintf(theirs, sizeof(theirs), "%s/%s", ns_dir, ns_files[i].name);
+        snprintf(ours, sizeof(ours), "/proc/self/ns/%s", ns_files[i].name);
+        if (fstatat(dirfd, theirs, &a, 0) == 0 && stat(ours, &b) == 0 &&
+            (a.st_ino != b.st_ino || a.st_dev != b.st_dev))
+            flags |= ns_files[i].flag;
+    }
+    return flags;
 }

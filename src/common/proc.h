@@ -20,3 +20,8 @@ int proc_pidfd_signal(int pidfd, int sig);
 /* Open a pidfd for pid and verify it is still the process that started at
  * start_time (closes the pid reuse race). -1/ESRCH if not. */
 int proc_pidfd_open_checked(pid_t pid, uint64_t start_time);
+
+/* The CLONE_NEW* flags of the namespaces in directory ns_dir (relative to
+ * dirfd: "/proc/PID/ns" with AT_FDCWD, or "ns" with a /proc/PID fd) that
+ * differ from the caller's: the ones to setns() into. */
+int proc_ns_differing(int dirfd, const char *ns_dir);

@@ -33,31 +33,6 @@
 #include "runtime/container.h"
 #include "runtime/lifecycle.h"
 
-static const struct {
-    const char *name;
-    int flag;
-} ns_files[] = {
-    {"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"pid", CLONE_NEWPID},
-    {"net", CLONE_NEWNET},   {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
-    {"cgroup", CLONE_NEWCGROUP}, {"time", CLONE_NEWTIME},
-};
-
-/* The namespaces in which pid differs from us. */
-static int ns_to_join(pid_t pid)
-{
-    int flags = 0;
-    for (size_t i = 0; i < sizeof(ns_files) / sizeof(ns_files[0]); i++) {
-        char a[64], b[64];
-        struct stat sa, sb;
-        snprintf(a, sizeof(a), "/proc/%d/ns/%s", (int)pid, ns_files[i].name);
-        snprintf(b, sizeof(b), "/proc/self/ns/%s", ns_files[i].name);
-        if (stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
-            (sa.st_ino != sb.st_ino || sa.st_dev != sb.st_dev))
-            flags |= ns_files[i].flag;
-    }
-    return flags;
-}
-
 /* strv concatenation: a followed by b (both may be NULL). */
 static char **strv_concat(char **a, char **b)
 {
@@ -275,7 +250,9 @@ int container_exec(const struct runtime *rt, const struct exec_opts *o, int *sta
         ns_seccomp_prog_free(prog);
         return err_make(err, 0, "container `%s`: container not running", o->id);
     }
-    int join = ns_to_join(st->pid);
+    char ns_dir[48];
+    snprintf(ns_dir, sizeof(ns_dir), "/proc/%d/ns", (int)st->pid);
+    int join = proc_ns_differing(AT_FDCWD, ns_dir);
     struct cgroup cg;
     bool have_cg = false;
     cleanup_close int console = -1, console_peer = -1, master = -1, sfd = -1;
