@@ -37,7 +37,7 @@ static void flat32(struct kvm_segment *s, uint16_t sel, uint8_t type)
 }
 
 /* Run the loop with `iters` iterations; the seconds KVM_RUN took. */
-static int run_loop(int vm_fd, int vcpu_fd, struct kvm_run *run, uint8_t *mem, uint32_t iters,
+static int run_loop(int vcpu_fd, struct kvm_run *run, uint8_t *mem, uint32_t iters,
                     double *secs, struct err **err)
 {
     static const uint8_t tail[] = {
@@ -51,7 +51,6 @@ static int run_loop(int vm_fd, int vcpu_fd, struct kvm_run *run, uint8_t *mem, u
     code[0] = 0xb9; /* mov ecx, imm32 */
     memcpy(code + 1, &iters, 4);
     memcpy(code + 5, tail, sizeof(tail));
-    (void)vm_fd;
     struct kvm_sregs sregs;
     if (ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
         return err_make(err, errno, "KVM_GET_SREGS");
@@ -117,8 +116,8 @@ int vm_probe_host(struct vm_probe *out, struct err **err)
     double ts = 1e9, tb = 1e9;
     for (int i = 0; i < 3; i++) {
         double a, b;
-        if (run_loop(vm, vcpu, run, mem, small, &a, err) < 0 ||
-            run_loop(vm, vcpu, run, mem, big, &b, err) < 0)
+        if (run_loop(vcpu, run, mem, small, &a, err) < 0 ||
+            run_loop(vcpu, run, mem, big, &b, err) < 0)
             goto out;
         ts = a < ts ? a : ts;
         tb = b < tb ? b : tb;

@@ -190,20 +190,15 @@ static void on_serial_input(void *arg, uint32_t events)
     }
 }
 
-/* Stop signals, the timeout, the exit request and the serial console's
- * input join the event loop next to the devices. */
-static void add_vm_sources(struct vm *vm, struct stop_sources *s)
+/* Stop signals (the set vm_run blocked), the timeout, the exit request and
+ * the serial console's input join the event loop next to the devices. */
+static void add_vm_sources(struct vm *vm, struct stop_sources *s, const sigset_t *stop)
 {
     struct err *e = NULL;
     *s = (struct stop_sources){.vm = vm, .sfd = -1, .tfd = -1, .in = -1};
     evloop_add(vm->loop, vm->exit_efd, EPOLLIN, on_exit_request, s, &e);
     if (vm->cfg.handle_signals) {
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGTERM);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGHUP);
-        s->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+        s->sfd = signalfd(-1, stop, SFD_CLOEXEC | SFD_NONBLOCK);
         if (s->sfd >= 0)
             evloop_add(vm->loop, s->sfd, EPOLLIN, on_signal, s, &e);
     }
@@ -247,7 +242,7 @@ int vm_run(struct vm *vm, struct vm_exit *exit, struct err **err)
     }
     pthread_sigmask(SIG_BLOCK, &stop, &old);
     struct stop_sources src;
-    add_vm_sources(vm, &src);
+    add_vm_sources(vm, &src, &stop);
     /* This thread is the event thread from here on. */
     int r = vm_start_vcpus(vm, err);
     while (r == 0 && !atomic_load(&vm->exiting))

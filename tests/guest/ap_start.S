@@ -3,6 +3,8 @@
  * vector 0x08; each AP starts there in real mode, as on hardware, goes
  * through protected mode to long mode with the guest's page tables, counts
  * itself in ap_alive and halts. */
+#include "long_mode.h"
+
 #define AP_BASE 0x8000
 #define OFF(x) ((x) - ap_tramp)
 
@@ -25,18 +27,7 @@ ap32:
     movw %ax, %ds
     movw %ax, %es
     movw %ax, %ss
-    movl %cr4, %eax
-    orl $0x20, %eax
-    movl %eax, %cr4
-    movl $pml4, %eax
-    movl %eax, %cr3
-    movl $0xC0000080, %ecx
-    rdmsr
-    orl $0x100, %eax
-    wrmsr
-    movl %cr0, %eax
-    orl $0x80000000, %eax
-    movl %eax, %cr0
+    ENTER_LONG_MODE
     ljmp $0x18, $(AP_BASE + OFF(ap64))
 
     .code64

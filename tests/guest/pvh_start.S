@@ -2,6 +2,8 @@
  * (paging off, flat segments, %ebx = hvm_start_info). We turn on long mode
  * with the guest's identity page tables and continue in start64 (start64.S). */
 
+#include "long_mode.h"
+
     .section .note.Xen, "a"
     .align 4
     .long 4                 /* name size: "Xen\0" */
@@ -15,21 +17,7 @@
     .globl pvh_start
 pvh_start:
     movl %ebx, %esi
-    /* PAE */
-    movl %cr4, %eax
-    orl $0x20, %eax
-    movl %eax, %cr4
-    movl $pml4, %eax
-    movl %eax, %cr3
-    /* EFER.LME */
-    movl $0xC0000080, %ecx
-    rdmsr
-    orl $0x100, %eax
-    wrmsr
-    /* paging + protection */
-    movl %cr0, %eax
-    orl $0x80000001, %eax
-    movl %eax, %cr0
+    ENTER_LONG_MODE
     lgdt gdt_desc32
     ljmp $0x08, $pvh_long_mode
 
