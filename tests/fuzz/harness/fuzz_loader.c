@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "fuzz_check.h"
 #include "guarded_mem.h"
 #include "vmm/vm_internal.h"
 
@@ -46,8 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct err *e = NULL;
     int r = vm_load_kernel(&vm, &e);
     err_free(&e);
-    if (r == 0 && guest_mem_ptr(&vm.mem, vm.entry, 1) == NULL)
-        abort(); /* a loaded kernel's entry must be in guest RAM */
+    /* a loaded kernel's entry must be in guest RAM */
+    CHECK(r != 0 || guest_mem_ptr(&vm.mem, vm.entry, 1) != NULL);
     /* Fresh RAM for the next input: pages mapped from this input's file
      * would fault once the next input truncates it. */
     if (mmap(vm.mem.host, MEM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,

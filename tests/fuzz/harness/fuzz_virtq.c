@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "fuzz_check.h"
 #include "guarded_mem.h"
 #include "virtio/devices.h"
 
@@ -81,13 +82,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     q->used_gpa = USED_GPA;
     q->indirect = feat & 1;
     q->event_idx = feat & 2;
-    if (virtq_enable(q, &mem) < 0)
-        abort(); /* fixed, valid addresses: must be accepted */
+    CHECK(virtq_enable(q, &mem) == 0); /* fixed, valid addresses: must be accepted */
     /* the driver may keep kicking; the device must stay bounded */
     for (int kick = 0; kick < 3 && virtio_dev_running(d); kick++)
         d->ops->notify(d, qi);
-    if ((uint16_t)(q->used_idx) > (uint16_t)(q->last_avail))
-        abort(); /* more used than taken */
+    CHECK((uint16_t)q->used_idx <= (uint16_t)q->last_avail); /* never more used than taken */
     /* reset for the next input, as a driver would */
     if (d->ops->reset)
         d->ops->reset(d);
