@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "build_config.h"
 #include "runtime/lifecycle.h"
+#include "vm/vmc.h"
 
 static const struct {
     const char *name;
@@ -48,6 +49,9 @@ static void usage(FILE *f)
                "  --log FILE          write logs and errors to FILE as well\n"
                "  --log-format FMT    text (default) or json\n"
                "  --debug             log debug records\n"
+               "  --vm                run every container in its own VM (as cocoon-vm does)\n"
+               "  --hypervisor HV     VM containers on cocoon (default), qemu, or sandbox\n"
+               "                      (the agent in namespaces on the host: no VM, tests)\n"
                "  --version, --help\n");
 }
 
@@ -61,12 +65,17 @@ int main(int argc, char **argv)
         {"systemd-cgroup", no_argument, NULL, 'S'},
         {"rootless", required_argument, NULL, 'R'},
         {"criu", required_argument, NULL, 'C'},
+        {"vm", no_argument, NULL, 'V'},
+        {"hypervisor", required_argument, NULL, 'H'},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct runtime rt = {.root = COCOON_DEFAULT_ROOT};
     lifecycle_argv = argv;
+    const char *base = strrchr(argv[0], '/');
+    if (strcmp(base ? base + 1 : argv[0], "cocoon-vm") == 0)
+        rt.vm = true;
     const char *log_path = NULL;
     enum log_format fmt = LOG_FORMAT_TEXT;
     bool debug = false;
@@ -84,6 +93,15 @@ int main(int argc, char **argv)
             }
             break;
         case 'D': debug = true; break;
+        case 'V': rt.vm = true; break;
+        case 'H':
+            if (vmc_hypervisor_parse(optarg) < 0) {
+                fprintf(stderr, "cocoon: unknown --hypervisor `%s` (cocoon, qemu or sandbox)\n",
+                        optarg);
+                return 1;
+            }
+            rt.hypervisor = optarg;
+            break;
         case 'S': case 'R': case 'C': break; /* accepted for runc compatibility */
         case 'v':
             printf("cocoon version %s\ncommit: %s\nspec: %s\n", COCOON_VERSION, COCOON_GIT_COMMIT,

@@ -47,6 +47,8 @@ static inline bool str_has_prefix(const char *s, const char *prefix)
 void *xmalloc(size_t n);
 /* calloc that aborts on out-of-memory. */
 void *xcalloc(size_t n, size_t size);
+/* realloc() that aborts on exhaustion. */
+void *xrealloc(void *p, size_t n);
 /* strdup that aborts on out-of-memory; NULL in, NULL out. */
 char *xstrdup(const char *s);
 /* asprintf that aborts on out-of-memory and returns the string. */

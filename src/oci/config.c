@@ -454,6 +454,14 @@ int oci_rlimit_from_name(const char *name)
     return -1;
 }
 
+const char *oci_rlimit_name(int resource)
+{
+    for (size_t i = 0; i < sizeof(rlimit_names) / sizeof(rlimit_names[0]); i++)
+        if (rlimit_names[i].res == resource)
+            return rlimit_names[i].name;
+    return NULL;
+}
+
 static int parse_rlimits(struct pctx *p, struct json_object *proc, struct oci_process *pr)
 {
     struct json_object *arr;

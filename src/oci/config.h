@@ -174,5 +174,8 @@ int oci_mount_parse_options(struct oci_mount *m, struct err **err);
 /* Map an RLIMIT_* name ("RLIMIT_NOFILE") to its number; <0 if unknown. */
 int oci_rlimit_from_name(const char *name);
 
+/* The spec's name of an RLIMIT_* resource ("RLIMIT_NOFILE"), or NULL. */
+const char *oci_rlimit_name(int resource);
+
 static inline void cleanup_oci_configp(struct oci_config **c) { oci_config_free(*c); }
 #define cleanup_config __attribute__((cleanup(cleanup_oci_configp)))

@@ -275,7 +275,8 @@ enum container_status state_status(int dirfd, const struct container_state *st)
     if (st->pid <= 0 || proc_stat(st->pid, &pst, &t) < 0 || t != st->start_time ||
         pst == 'Z' || pst == 'X')
         return STATUS_STOPPED;
-    if (faccessat(dirfd, STATE_EXEC_FIFO, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+    if (faccessat(dirfd, STATE_EXEC_FIFO, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
+        faccessat(dirfd, STATE_VM_CREATED, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
         return STATUS_CREATED;
     if (faccessat(dirfd, "paused", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
         return STATUS_PAUSED;

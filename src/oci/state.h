@@ -35,6 +35,8 @@ struct container_state {
 #define STATE_FILE "state.json"
 /* A FIFO the init holds open until exec: `start` waits for its EOF. */
 #define STATE_EXEC_WAIT "exec.wait"
+/* A VM container created but not yet started (its process waits in the guest). */
+#define STATE_VM_CREATED "vm.created"
 
 /* Check that id is a safe directory name ([A-Za-z0-9_.+-], not . or ..). */
 int state_check_id(const char *id, struct err **err);
@@ -72,6 +74,12 @@ char *state_to_oci_json(const struct container_state *st, enum container_status 
 
 /* The current time in RFC 3339 with nanoseconds, UTC. */
 char *state_now_rfc3339(void);
+
+/* Whether the container runs in a VM (the VM backend). */
+static inline bool state_is_vm(const struct container_state *st)
+{
+    return st->backend && st->backend[0] == 'v' && st->backend[1] == 'm' && !st->backend[2];
+}
 
 static inline void cleanup_statep(struct container_state **s) { state_free(*s); }
 #define cleanup_state __attribute__((cleanup(cleanup_statep)))

@@ -22,6 +22,7 @@
 #include "ns/ns.h"
 #include "oci/hooks.h"
 #include "runtime/lifecycle.h"
+#include "vm/vmc.h"
 
 int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, struct prepared *p,
                       struct err **err)
@@ -39,7 +40,9 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
     p->bundle = xstrdup(abs);
     if (oci_config_load(p->bundle, &p->cfg, err) < 0)
         return -1;
-    if (ns_validate(p->cfg, err) < 0 || lifecycle_protect_binary(p->cfg->process, err) < 0)
+    p->vm = vmc_wanted(rt, p->cfg);
+    if (ns_validate(p->cfg, err) < 0 ||
+        (!p->vm && lifecycle_protect_binary(p->cfg->process, err) < 0))
         return -1;
     cleanup_free char *root = p->cfg->root_path[0] == '/'
                                   ? xstrdup(p->cfg->root_path)
@@ -70,7 +73,7 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
         snprintf(scope, sizeof(scope), "cocoon-%08x", h);
     }
     cleanup_close int cache = lifecycle_seccomp_cache(p->rootfd);
-    if (ns_seccomp_prepare(p->cfg->linux_.seccomp, cache, &p->seccomp, err) < 0)
+    if (!p->vm && ns_seccomp_prepare(p->cfg->linux_.seccomp, cache, &p->seccomp, err) < 0)
         return -1;
     cleanup_free char *cgpath = cgroup_path_for(p->cfg->linux_.cgroups_path, o->id, scope);
     if (cgroup_create(p->cfg, cgpath, &p->cg, err) < 0)
@@ -139,12 +142,13 @@ int lifecycle_record(const struct create_opts *o, struct prepared *p, pid_t pid,
                      struct err **err)
 {
     struct container_state st = {
-        .id = (char *)o->id, .bundle = p->bundle, .rootfs = p->rootfs, .backend = "ns",
+        .id = (char *)o->id, .bundle = p->bundle, .rootfs = p->rootfs,
+        .backend = p->vm ? "vm" : "ns",
         .pid = pid, .owner = getuid(),
         .annotations = p->cfg->annotations, .n_annotations = p->cfg->n_annotations,
     };
     const struct oci_namespace *pidns = oci_config_ns(p->cfg, OCI_NS_PID);
-    st.own_pidns = pidns && pidns->path == NULL;
+    st.own_pidns = !p->vm && pidns && pidns->path == NULL;
     st.cgroup = p->cg.path;
     cleanup_free char *created = state_now_rfc3339();
     st.created = created;
@@ -200,6 +204,38 @@ int lifecycle_destroy(int rootfd, int dirfd, const struct container_state *st,
     return 0;
 }
 
+/* `create` of a VM container, after lifecycle_prepare: the monitor's pid
+ * is the container's. */
+static int create_vm(const struct runtime *rt, const struct create_opts *o, struct prepared *p,
+                     struct err **err)
+{
+    cleanup_close int console = -1;
+    pid_t pid = -1;
+    if (p->cfg->process->terminal) {
+        console = unix_connect(o->console_socket, err);
+        if (console < 0) {
+            err_wrap(err, "--console-socket");
+            goto fail;
+        }
+    }
+    if (vmc_spawn(rt, p, o, console, &pid, err) < 0)
+        goto fail;
+    if (lifecycle_record(o, p, pid, err) < 0) {
+        struct container_state st = {.id = (char *)o->id, .pid = pid};
+        struct err *e = NULL;
+        proc_stat(pid, NULL, &st.start_time);
+        vmc_stop(p->dirfd, &st, &e);
+        err_free(&e);
+        goto fail;
+    }
+    lifecycle_release(p);
+    return 0;
+fail:
+    lifecycle_abort(o, p);
+    lifecycle_release(p);
+    return -1;
+}
+
 int container_create(const struct runtime *rt, const struct create_opts *o, struct err **err)
 {
     struct prepared p;
@@ -207,6 +243,8 @@ int container_create(const struct runtime *rt, const struct create_opts *o, stru
     struct ns_child child = {.pid = -1, .sync_fd = -1};
     if (lifecycle_prepare(rt, o, &p, err) < 0)
         goto fail;
+    if (p.vm)
+        return create_vm(rt, o, &p, err);
     if (mkfifoat(p.dirfd, STATE_EXEC_FIFO, 0600) < 0) {
         err_make(err, errno, "create exec fifo");
         goto fail;
@@ -292,6 +330,12 @@ int container_start(const struct runtime *rt, const char *id, struct err **err)
     if (s != STATUS_CREATED)
         return err_make(err, 0, "cannot start container `%s`: it is %s, not created", id,
                         state_status_name(s));
+    if (state_is_vm(st)) {
+        if (vmc_start(dirfd, st, err) < 0)
+            return -1;
+        lifecycle_poststart(st);
+        return 0;
+    }
     cleanup_close int fifo = openat(dirfd, STATE_EXEC_FIFO, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
     if (fifo < 0) {
         if (errno == ENXIO)
@@ -393,6 +437,8 @@ int container_kill(const struct runtime *rt, const char *id, int sig, bool all,
     if (s == STATUS_STOPPED)
         return err_make(err, 0, "cannot kill container `%s`: container not running (it is stopped)",
                         id);
+    if (state_is_vm(st))
+        return vmc_kill(dirfd, st, sig, all, err);
     return signal_container(st, sig, all, err);
 }
 
@@ -428,6 +474,11 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
                             state_status_name(s));
         /* A created container has never run its process: deleting it is
          * allowed (runc and crun do the same). */
+        if (state_is_vm(st)) {
+            if (vmc_stop(dirfd, st, err) < 0)
+                return -1;
+            return lifecycle_destroy(rootfd, dirfd, st, NULL, err);
+        }
         cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
         if (pidfd >= 0) {
             if (st->cgroup)

@@ -12,7 +12,9 @@ struct err;
 
 /* Global options shared by every command. */
 struct runtime {
-    const char *root; /* state directory root, default /run/cocoon */
+    const char *root;       /* state directory root, default /run/cocoon */
+    bool vm;                /* --vm or called as cocoon-vm: every container in a VM */
+    const char *hypervisor; /* --hypervisor: cocoon (default), qemu or sandbox */
 };
 
 struct create_opts {

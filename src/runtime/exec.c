@@ -32,6 +32,7 @@
 #include "oci/state.h"
 #include "runtime/container.h"
 #include "runtime/lifecycle.h"
+#include "vm/vmc.h"
 
 /* strv concatenation: a followed by b (both may be NULL). */
 static char **strv_concat(char **a, char **b)
@@ -228,6 +229,15 @@ int container_exec(const struct runtime *rt, const struct exec_opts *o, int *sta
     if (build_process(o, cfg, &proc, err) < 0) {
         oci_process_free(proc);
         return -1;
+    }
+    if (state_is_vm(st)) {
+        cleanup_free char *req = vmc_process_json(proc);
+        bool tty = proc->terminal;
+        oci_process_free(proc);
+        if (o->pid_file || o->console_socket)
+            return err_input(err, "exec in VM container `%s`: --pid-file and --console-socket "
+                                  "are not supported yet", o->id);
+        return vmc_exec(dirfd, st, req, tty, o->detach, status, err);
     }
     if (lifecycle_protect_binary(proc, err) < 0) {
         oci_process_free(proc);

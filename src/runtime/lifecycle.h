@@ -16,6 +16,7 @@ struct prepared {
     int dirfd;   /* locked state directory */
     struct cgroup cg; /* cg.path set once the cgroup exists */
     struct seccomp_prog *seccomp; /* compiled linux.seccomp, or NULL */
+    bool vm;                      /* the container runs in a VM (vm/vmc.h) */
 };
 
 /* The directory under the state root where compiled seccomp filters are

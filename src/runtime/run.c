@@ -21,6 +21,7 @@
 #include "ns/ns.h"
 #include "runtime/container.h"
 #include "runtime/lifecycle.h"
+#include "vm/vmc.h"
 
 int container_run(const struct runtime *rt, const struct create_opts *o, bool detach,
                   int *status, struct err **err)
@@ -70,8 +71,12 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
         .console_fd = console, .preserve_fds = o->preserve_fds, .no_pivot = o->no_pivot,
         .cg = &p.cg, .seccomp = p.seccomp,
     };
-    if (ns_spawn(&so, &child, err) < 0)
+    if (p.vm) {
+        if (vmc_spawn(rt, &p, o, console, &child.pid, err) < 0)
+            goto fail;
+    } else if (ns_spawn(&so, &child, err) < 0) {
         goto fail;
+    }
     if (own_console) {
         master = terminal_recv_fd(console_peer, err);
         if (master < 0)
@@ -90,9 +95,14 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
             terminal_make_raw(0, &saved_tty);
         }
     }
-    if (ns_release(&child, err) < 0)
+    if (p.vm) {
+        struct container_state vst = {.id = (char *)o->id};
+        if (vmc_start(p.dirfd, &vst, err) < 0)
+            goto fail;
+    } else if (ns_release(&child, err) < 0) {
         goto fail;
-    if (p.cfg->hooks.n[OCI_HOOK_POSTSTART]) {
+    }
+    if (p.cfg->hooks.n[OCI_HOOK_POSTSTART] && child.sync_fd >= 0) {
         /* poststart runs once the program does: the init's end of the sync
          * socket closes on exec. */
         char c;
@@ -126,7 +136,7 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
         const struct oci_namespace *pidns = oci_config_ns(p.cfg, OCI_NS_PID);
         struct container_state st = {
             .id = (char *)o->id, .bundle = p.bundle, .rootfs = p.rootfs, .pid = child.pid,
-            .cgroup = p.cg.path, .own_pidns = pidns && pidns->path == NULL,
+            .cgroup = p.cg.path, .own_pidns = !p.vm && pidns && pidns->path == NULL,
             .annotations = p.cfg->annotations, .n_annotations = p.cfg->n_annotations,
         };
         proc_stat(child.pid, NULL, &st.start_time);

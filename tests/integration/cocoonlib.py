@@ -272,10 +272,11 @@ class Cocoon:
         return wait_for(lambda: self.status(cid) == status, f"{cid} to be {status}")
 
     def state_dirs(self):
-        """Everything under --root but cocoon's compiled-seccomp cache
-        (.seccomp), which outlives containers on purpose."""
+        """Everything under --root but cocoon's caches (.seccomp: compiled
+        filters; .vm: the guest initramfs and host probe), which outlive
+        containers on purpose."""
         try:
-            return sorted(e for e in os.listdir(self.root) if e != ".seccomp")
+            return sorted(e for e in os.listdir(self.root) if e not in (".seccomp", ".vm"))
         except FileNotFoundError:
             return []
 

@@ -1,0 +1,131 @@
+/* CREATE and EXEC request payloads: a small JSON envelope around an OCI
+ * process object, which oci_process_parse checks field by field. */
+#include "agent/request.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/proto.h"
+#include "common/err.h"
+#include "common/util.h"
+#include "oci/config.h"
+
+#define HOSTNAME_MAX 64 /* HOST_NAME_MAX */
+
+/* Parse the whole of data as one JSON value; NULL with *err on failure. */
+static struct json_object *parse_json(const uint8_t *data, size_t len, const char *name,
+                                      struct err **err)
+{
+    if (len > AGENT_PAYLOAD_MAX || len > INT_MAX) {
+        err_make(err, EFBIG, "%s: too large", name);
+        return NULL;
+    }
+    struct json_tokener *tok = json_tokener_new_ex(64);
+    if (tok == NULL) {
+        err_make(err, ENOMEM, "%s: parser", name);
+        return NULL;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    struct json_object *obj = json_tokener_parse_ex(tok, (const char *)data, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t used = jerr == json_tokener_success ? json_tokener_get_parse_end(tok) : len;
+    if (obj == NULL && jerr == json_tokener_continue) {
+        /* A bare number at the end waits for more input: end it. */
+        obj = json_tokener_parse_ex(tok, "", 1);
+        jerr = json_tokener_get_error(tok);
+    }
+    json_tokener_free(tok);
+    if (obj != NULL && jerr == json_tokener_success && used < len) {
+        /* Only white space may follow the value. */
+        for (size_t i = used; i < len; i++)
+            if (data[i] != ' ' && data[i] != '\t' && data[i] != '\n' && data[i] != '\r' &&
+                !(data[i] == '\0' && i + 1 == len)) {
+                json_object_put(obj);
+                err_input(err, "%s: malformed JSON: data after the value", name);
+                return NULL;
+            }
+    }
+    if (obj == NULL || jerr != json_tokener_success) {
+        if (obj)
+            json_object_put(obj);
+        err_input(err, "%s: malformed JSON: %s", name,
+                  jerr == json_tokener_success ? "null is not a request"
+                  : jerr == json_tokener_continue || jerr == json_tokener_error_parse_eof
+                      ? "unexpected end of input"
+                      : json_tokener_error_desc(jerr));
+        return NULL;
+    }
+    return obj;
+}
+
+/* The optional "hostname" member; 0 or -1 with *err. */
+static int parse_hostname(struct json_object *root, const char *name, bool create, char **out,
+                          struct err **err)
+{
+    struct json_object *h;
+    if (!json_object_object_get_ex(root, "hostname", &h) || h == NULL)
+        return 0;
+    if (!create)
+        return err_input(err, "%s: `hostname` is only for CREATE", name);
+    if (!json_object_is_type(h, json_type_string))
+        return err_input(err, "%s: `hostname` must be a string", name);
+    const char *s = json_object_get_string(h);
+    size_t n = (size_t)json_object_get_string_len(h);
+    if (n == 0)
+        return 0;
+    if (n > HOSTNAME_MAX || strlen(s) != n || strchr(s, '/'))
+        return err_input(err, "%s: `hostname` must be 1 to %d bytes, without NUL or '/'", name,
+                          HOSTNAME_MAX);
+    *out = xstrdup(s);
+    return 0;
+}
+
+int agent_request_parse(const uint8_t *data, size_t len, bool create, struct agent_request *out,
+                        struct err **err)
+{
+    const char *name = create ? "CREATE request" : "EXEC request";
+    memset(out, 0, sizeof(*out));
+    struct json_object *root = parse_json(data, len, name, err);
+    if (root == NULL)
+        return -1;
+    int r = -1;
+    struct json_object *proc;
+    if (!json_object_is_type(root, json_type_object)) {
+        err_input(err, "%s: must be a JSON object", name);
+        goto out;
+    }
+    if (!json_object_object_get_ex(root, "process", &proc) ||
+        !json_object_is_type(proc, json_type_object)) {
+        err_input(err, "%s: `process` must be an object", name);
+        goto out;
+    }
+    if (parse_hostname(root, name, create, &out->hostname, err) < 0)
+        goto out;
+    /* Hand the process object to the OCI parser as text: one parser, one
+     * set of checks for config.json, `exec --process` and the agent. */
+    size_t n = 0;
+    const char *text = json_object_to_json_string_length(proc, JSON_C_TO_STRING_PLAIN, &n);
+    if (text == NULL) {
+        err_make(err, ENOMEM, "%s: re-encode `process`", name);
+        goto out;
+    }
+    if (oci_process_parse(text, n, name, &out->process, err) < 0)
+        goto out;
+    r = 0;
+out:
+    json_object_put(root);
+    if (r < 0)
+        agent_request_free(out);
+    return r;
+}
+
+void agent_request_free(struct agent_request *r)
+{
+    oci_process_free(r->process);
+    free(r->hostname);
+    r->process = NULL;
+    r->hostname = NULL;
+}

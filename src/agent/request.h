@@ -1,0 +1,24 @@
+/* The JSON payload of CREATE and EXEC requests (proto.h):
+ * {"process": <OCI process object>, "hostname": "..."}; hostname only in
+ * CREATE. Kept apart from the agent's loop so the fuzzer can call it. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct err;
+struct oci_process;
+
+struct agent_request {
+    struct oci_process *process; /* checked by oci_process_parse */
+    char *hostname;              /* NULL if absent; 1..64 bytes, no NUL or '/' */
+};
+
+/* Parse a CREATE (create = true) or EXEC request of len bytes. Returns 0 with
+ * *out filled (free with agent_request_free), or -1 with *err naming the
+ * field at fault. */
+int agent_request_parse(const uint8_t *data, size_t len, bool create, struct agent_request *out,
+                        struct err **err);
+
+/* Free what agent_request_parse filled; safe on a zeroed request. */
+void agent_request_free(struct agent_request *r);

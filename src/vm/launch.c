@@ -1,0 +1,305 @@
+/* Starting a VM container's VM on one of three hypervisors: cocoon's own
+ * VMM, qemu (-M microvm), or the sandbox (cocoon-init in namespaces on the
+ * host: no VM at all, for tests and hosts without KVM). Each gives the
+ * monitor a process to wait for and one stream socket to the agent. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "common/cleanup.h"
+#include "common/err.h"
+#include "common/util.h"
+#include "oci/config.h"
+#include "vm/vm_internal.h"
+#include "vmm/probe.h"
+#include "vmm/vm.h"
+
+int vmc_hypervisor_parse(const char *name)
+{
+    if (name == NULL || strcmp(name, "cocoon") == 0)
+        return VMC_HV_COCOON;
+    if (strcmp(name, "qemu") == 0)
+        return VMC_HV_QEMU;
+    if (strcmp(name, "sandbox") == 0)
+        return VMC_HV_SANDBOX;
+    return -1;
+}
+
+/* An integer member of a JSON object path like {"memory":{"limit":N}}. */
+static bool json_i64(struct json_object *o, const char *a, const char *b, int64_t *out)
+{
+    struct json_object *x, *y;
+    if (o == NULL || !json_object_object_get_ex(o, a, &x) ||
+        !json_object_object_get_ex(x, b, &y) || !json_object_is_type(y, json_type_int))
+        return false;
+    *out = json_object_get_int64(y);
+    return true;
+}
+
+void vmc_size(const struct oci_config *cfg, unsigned *cpus, uint64_t *memory_mib)
+{
+    struct json_object *res = cfg->linux_.resources;
+    int64_t limit, quota, period;
+    *memory_mib = 256;
+    if (json_i64(res, "memory", "limit", &limit) && limit > 0) {
+        uint64_t mib = ((uint64_t)limit + (1u << 20) - 1) >> 20;
+        *memory_mib = mib < 64 ? 64 : mib > 65536 ? 65536 : mib;
+    }
+    *cpus = 1;
+    if (json_i64(res, "cpu", "quota", &quota) && json_i64(res, "cpu", "period", &period) &&
+        quota > 0 && period > 0) {
+        int64_t n = (quota + period - 1) / period;
+        *cpus = n > VM_MAX_CPUS ? VM_MAX_CPUS : (unsigned)n;
+    }
+}
+
+/* In the child: stdin from /dev/null, stdout and stderr to the log, fd 3
+ * the agent channel; die with the monitor. */
+static void child_stdio(int log_fd, int channel)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0)
+        dup2(null, 0);
+    if (log_fd >= 0) {
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+    }
+    if (channel >= 0)
+        dup2(channel, 3); /* dup2 clears close-on-exec */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Run a helper program (mkfs.erofs), its output to the log. */
+static int run_tool(char *const argv[], int log_fd, struct err **err)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return err_make(err, errno, "fork");
+    if (pid == 0) {
+        child_stdio(log_fd, -1);
+        execvp(argv[0], argv);
+        dprintf(2, "cocoon: exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+        return err_make(err, ENOENT, "%s not found (install erofs-utils)", argv[0]);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return err_make(err, 0, "%s failed (see vm.log in the state directory)", argv[0]);
+    return 0;
+}
+
+/* The container's root as a read-only erofs image in the state directory
+ * (the guest puts a tmpfs overlay on top). */
+static int make_rootfs_image(const struct vmc_launch *l, char **image, struct err **err)
+{
+    *image = xasprintf("%s/rootfs.erofs", l->state_dir);
+    char *argv[] = {"mkfs.erofs", "--quiet", *image, (char *)l->rootfs, NULL};
+    if (run_tool(argv, l->log_fd, err) < 0)
+        return err_wrap(err, "build the root filesystem image of `%s`", l->rootfs);
+    return 0;
+}
+
+/* Whether guest kernel mode runs natively, probed once per state root. */
+static int guest_native(const struct vmc_launch *l, bool *native, double *mips,
+                        struct err **err)
+{
+    cleanup_free char *path = xasprintf("%s/.vm/probe", l->root);
+    FILE *f = fopen(path, "re");
+    if (f) {
+        int n = 0;
+        int r = fscanf(f, "%d %lf", &n, mips);
+        fclose(f);
+        if (r == 2) {
+            *native = n != 0;
+            return 0;
+        }
+    }
+    struct vm_probe p;
+    if (vm_probe_host(&p, err) < 0)
+        return err_wrap(err, "probe this host's virtualization");
+    *native = p.cpl0_native;
+    *mips = p.cpl0_mips;
+    cleanup_free char *dir = xasprintf("%s/.vm", l->root);
+    mkdir(dir, 0700);
+    f = fopen(path, "we");
+    if (f) {
+        fprintf(f, "%d %.1f\n", p.cpl0_native ? 1 : 0, p.cpl0_mips);
+        fclose(f);
+    }
+    return 0;
+}
+
+/* The kernel command line every cocoon guest gets. The agent ends the VM
+ * with a reboot (there is no ACPI to power off with): `reboot` says how the
+ * kernel resets — k (i8042, cocoon's VMM) or t (triple fault, qemu microvm
+ * without an i8042) — and the VMM ends instead of rebooting. */
+static char *guest_cmdline(const char *root_dev, bool dax, char reboot)
+{
+    return xasprintf("console=ttyS0 reboot=%c panic=-1 quiet cocoon.channel=/dev/hvc0 "
+                     "cocoon.root=%s cocoon.rootfstype=erofs%s cocoon.overlay=1",
+                     reboot, root_dev, dax ? " cocoon.rootflags=dax" : "");
+}
+
+static int launch_sandbox(const struct vmc_launch *l, int sp[2], pid_t *child,
+                          struct err **err)
+{
+    cleanup_free char *agent = NULL;
+    if (vmc_find_agent(&agent, err) < 0)
+        return -1;
+    /* A pid namespace makes cocoon-init PID 1 there, as in a guest; the
+     * mount, UTS, IPC and network namespaces stand in for the VM's own. */
+    long pid = syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
+                                      CLONE_NEWNET | SIGCHLD,
+                       NULL, NULL, NULL, 0);
+    if (pid < 0)
+        return err_make(err, errno, "start the sandbox for cocoon-init");
+    if (pid == 0) {
+        child_stdio(l->log_fd, sp[1]);
+        char *argv[] = {"cocoon-init", "--channel-fd", "3", "--root", (char *)l->rootfs,
+                        "--hostname", (char *)(l->hostname ? l->hostname : ""), NULL};
+        execv(agent, argv);
+        dprintf(2, "cocoon: exec %s: %s\n", agent, strerror(errno));
+        _exit(127);
+    }
+    *child = (pid_t)pid;
+    return 0;
+}
+
+static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, struct err **err)
+{
+    cleanup_free char *agent = NULL, *kernel = NULL, *initrd = NULL, *image = NULL;
+    cleanup_close int rootfd = open(l->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        return err_make(err, errno, "state root `%s`", l->root);
+    if (vmc_find_agent(&agent, err) < 0 || vmc_find_kernel(&kernel, err) < 0 ||
+        vmc_initramfs(rootfd, l->root, agent, &initrd, err) < 0 ||
+        make_rootfs_image(l, &image, err) < 0)
+        return -1;
+    bool native = false;
+    double mips = 0;
+    const char *accel = getenv("COCOON_QEMU_ACCEL");
+    if (accel == NULL || *accel == '\0') {
+        if (guest_native(l, &native, &mips, err) < 0)
+            return -1;
+        accel = native ? "kvm" : "tcg";
+    }
+    cleanup_free char *cmdline = guest_cmdline("/dev/vda", false, 't');
+    cleanup_free char *mem = xasprintf("%llu", (unsigned long long)l->memory_mib);
+    cleanup_free char *smp = xasprintf("%u", l->cpus);
+    cleanup_free char *drive = xasprintf("id=root,file=%s,format=raw,if=none,readonly=on", image);
+    char *argv[] = {
+        "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-accel", (char *)accel, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off",
+        "-m", mem, "-smp", smp,
+        "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+        "-serial", "stdio", "-monitor", "none",
+        "-chardev", "socket,id=agent,fd=3",
+        "-device", "virtio-serial-device,max_ports=1",
+        "-device", "virtconsole,chardev=agent",
+        "-drive", drive, "-device", "virtio-blk-device,drive=root",
+        NULL,
+    };
+    pid_t pid = fork();
+    if (pid < 0)
+        return err_make(err, errno, "fork");
+    if (pid == 0) {
+        child_stdio(l->log_fd, sp[1]);
+        execvp(argv[0], argv);
+        dprintf(2, "cocoon: exec qemu-system-x86_64: %s\n", strerror(errno));
+        _exit(127);
+    }
+    *child = pid;
+    return 0;
+}
+
+static int launch_cocoon(const struct vmc_launch *l, int sp[2], pid_t *child, struct err **err)
+{
+    bool native = false;
+    double mips = 0;
+    if (guest_native(l, &native, &mips, err) < 0)
+        return -1;
+    if (!native)
+        return err_make(err, 0,
+                        "this host runs guest kernel mode in software (%.1f M instructions/s): "
+                        "a Linux guest cannot boot on cocoon's VMM here; VM containers need "
+                        "hardware virtualization (or use --hypervisor qemu or sandbox)",
+                        mips);
+    cleanup_free char *agent = NULL, *kernel = NULL, *initrd = NULL, *image = NULL;
+    cleanup_close int rootfd = open(l->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        return err_make(err, errno, "state root `%s`", l->root);
+    if (vmc_find_agent(&agent, err) < 0 || vmc_find_kernel(&kernel, err) < 0 ||
+        vmc_initramfs(rootfd, l->root, agent, &initrd, err) < 0 ||
+        make_rootfs_image(l, &image, err) < 0)
+        return -1;
+    cleanup_free char *cmdline = guest_cmdline("/dev/pmem0", true, 'k');
+    struct vm_config cfg = {
+        .kernel = kernel, .initrd = initrd, .cmdline = cmdline, .cpus = l->cpus,
+        .memory_mib = l->memory_mib, .console_fd = l->log_fd, .console_in_fd = -1,
+        .map_kernel = true, .pit = true, .handle_signals = true,
+    };
+    cfg.devices[cfg.n_devices].kind = VM_DEV_CONSOLE;
+    cfg.devices[cfg.n_devices].console = (struct virtio_console_opts){.in_fd = 3, .out_fd = 3};
+    cfg.n_devices++;
+    cfg.devices[cfg.n_devices].kind = VM_DEV_PMEM;
+    cfg.devices[cfg.n_devices].pmem = (struct virtio_pmem_opts){.path = image};
+    cfg.n_devices++;
+    cfg.devices[cfg.n_devices++].kind = VM_DEV_RNG;
+    pid_t pid = fork();
+    if (pid < 0)
+        return err_make(err, errno, "fork");
+    if (pid == 0) {
+        /* The VMM runs in its own process: the monitor stays small and
+         * single-threaded, and a VMM crash is a container exit. */
+        child_stdio(l->log_fd, sp[1]);
+        struct vm *vm = NULL;
+        struct vm_exit ex = {0};
+        struct err *e = NULL;
+        if (vm_create(&cfg, &vm, &e) < 0 || vm_run(vm, &ex, &e) < 0) {
+            dprintf(2, "cocoon: VMM: %s\n", e ? e->msg : "error");
+            _exit(VM_STATUS_ERROR);
+        }
+        vm_destroy(vm);
+        _exit(vm_exit_status(&ex));
+    }
+    *child = pid;
+    return 0;
+}
+
+int vmc_launch(const struct vmc_launch *l, pid_t *child, int *channel, struct err **err)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+        return err_make(err, errno, "socketpair");
+    int r;
+    switch (l->hv) {
+    case VMC_HV_SANDBOX: r = launch_sandbox(l, sp, child, err); break;
+    case VMC_HV_QEMU: r = launch_qemu(l, sp, child, err); break;
+    default: r = launch_cocoon(l, sp, child, err); break;
+    }
+    close(sp[1]);
+    if (r < 0) {
+        close(sp[0]);
+        return -1;
+    }
+    *channel = sp[0];
+    return 0;
+}

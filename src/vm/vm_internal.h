@@ -1,0 +1,68 @@
+/* Internals of the VM backend shared by its files (not for the CLI). */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "vm/vmc.h"
+
+struct err;
+struct oci_config;
+
+/* Find cocoon-init: $COCOON_AGENT, next to the cocoon binary, or
+ * /usr/libexec/cocoon. *out is a new string. */
+int vmc_find_agent(char **out, struct err **err);
+
+/* Find the guest kernel (vmlinux, else bzImage): $COCOON_KERNEL, the
+ * build tree's kernel/ beside src/, or /usr/share/cocoon. */
+int vmc_find_kernel(char **out, struct err **err);
+
+/* An initramfs holding cocoon-init as /init, cached under the state root
+ * (one per agent binary, shared by every VM). *out is its path. */
+int vmc_initramfs(int rootfd, const char *root, const char *agent, char **out,
+                  struct err **err);
+
+/* Write a newc cpio archive with /init = agent and the mount points the
+ * agent needs to fd. */
+int vmc_write_cpio(int fd, const char *agent, struct err **err);
+
+/* What the monitor needs to start a VM. */
+struct vmc_launch {
+    enum vmc_hypervisor hv;
+    const char *state_dir;   /* absolute path of the container's state directory */
+    const char *root;        /* the state root (for caches) */
+    const char *rootfs;      /* the bundle's rootfs directory */
+    const char *hostname;
+    unsigned cpus;
+    uint64_t memory_mib;
+    int log_fd;              /* the hypervisor's and guest console's output */
+};
+
+/* Size the VM from config.json: memory limit (default 256 MiB) and cpus
+ * (cpu quota/period or the cpuset, default 1). */
+void vmc_size(const struct oci_config *cfg, unsigned *cpus, uint64_t *memory_mib);
+
+/* Start the VM; *child gets the hypervisor process, *channel our end of the
+ * agent channel (a connected stream socket). */
+int vmc_launch(const struct vmc_launch *l, pid_t *child, int *channel, struct err **err);
+
+/* The monitor: serve the container until its VM is down; returns the exit
+ * status for the monitor process. ready_fd gets one status line for
+ * `create` (then is closed). */
+struct vmc_monitor_opts {
+    const struct vmc_launch *launch;
+    const char *create_json;  /* the CREATE request */
+    int ready_fd;
+    int dirfd;                /* the state directory */
+    int console_fd;           /* a pty slave for process.terminal, or -1: stdio */
+    unsigned hello_timeout_ms;
+};
+int vmc_monitor(const struct vmc_monitor_opts *o);
+
+/* Connect to a container's monitor (ctl.sock in dirfd). */
+int vmc_ctl_connect(int dirfd, struct err **err);
+
+/* Send one request on the control connection and wait for its REPLY;
+ * *pid gets the reply's pid. */
+int vmc_ctl_call(int fd, uint16_t type, uint32_t proc, const void *payload, size_t len,
+                 uint32_t *pid, struct err **err);

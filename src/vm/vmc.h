@@ -1,0 +1,61 @@
+/* The VM backend of the runtime: a container whose process runs in its own
+ * virtual machine, with cocoon-init as the guest's PID 1.
+ *
+ * `create` starts a monitor process: it launches the VM (the "hypervisor":
+ * cocoon's own VMM, qemu, or — for tests and hosts without KVM — the agent
+ * in a namespace sandbox on the host), waits for the agent's HELLO, sends
+ * CREATE, and then stays as the container's pid: it relays the caller's
+ * stdio to the guest process, serves the other commands over a Unix socket
+ * in the state directory (ctl.sock), forwards signals it receives into the
+ * guest, and exits with the container's exit status once the VM is down. */
+#pragma once
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "oci/state.h"
+#include "runtime/container.h"
+
+struct err;
+struct oci_config;
+struct container_state;
+struct prepared;
+struct oci_process;
+
+/* The marker file of a VM container that is created but not started. */
+#define VMC_CREATED STATE_VM_CREATED
+/* The monitor's control socket in the state directory. */
+#define VMC_CTL_SOCK "ctl.sock"
+
+/* The hypervisors a VM container can run on. */
+enum vmc_hypervisor { VMC_HV_COCOON, VMC_HV_QEMU, VMC_HV_SANDBOX };
+
+/* Parse a --hypervisor name (cocoon, qemu, sandbox); -1 if unknown. */
+int vmc_hypervisor_parse(const char *name);
+
+/* Whether a container of cfg runs in a VM: `--vm`, the binary called as
+ * cocoon-vm, or the annotation run.oci.handler=vm. */
+bool vmc_wanted(const struct runtime *rt, const struct oci_config *cfg);
+
+/* `create` on the VM backend, after lifecycle_prepare: fork the monitor
+ * and wait until the guest agent has created the process (or failed, then
+ * nothing is left running). console_sock: a connected --console-socket for
+ * process.terminal, or -1. *monitor gets the container's pid. */
+int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_opts *o,
+              int console_sock, pid_t *monitor, struct err **err);
+
+/* `start`: release the created container's process. */
+int vmc_start(int dirfd, const struct container_state *st, struct err **err);
+
+/* `kill`: signal the guest process (all: every process of the guest). */
+int vmc_kill(int dirfd, const struct container_state *st, int sig, bool all,
+             struct err **err);
+
+/* Stop the VM and wait until the monitor is gone (`delete`). */
+int vmc_stop(int dirfd, const struct container_state *st, struct err **err);
+
+/* The agent's EXEC request for process p: {"process": {...}}. */
+char *vmc_process_json(const struct oci_process *p);
+
+/* `exec` into a running VM container; *status gets the exit status. */
+int vmc_exec(int dirfd, const struct container_state *st, const char *process_json,
+             bool tty, bool detach, int *status, struct err **err);
