@@ -24,7 +24,7 @@ static const struct option run_opts[] = {
     {"no-map-kernel", no_argument, NULL, 'N'}, {"no-pit", no_argument, NULL, 'T'}, {"timeout", required_argument, NULL, 't'},
     {"rng", no_argument, NULL, 'R'}, {"disk", required_argument, NULL, 'D'},
     {"virtio-console", required_argument, NULL, 'V'}, {"pmem", required_argument, NULL, 'P'},
-    {"net", required_argument, NULL, 'E'},
+    {"net", required_argument, NULL, 'E'}, {"vsock", required_argument, NULL, 'S'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -33,7 +33,8 @@ static const char run_usage[] =
     "vm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory MIB] "
     "[--console stdio|none|file:PATH] [--hugepages] [--ksm] [--no-map-kernel] [--no-pit] "
     "[--timeout SECONDS] [--rng] [--disk PATH[,ro][,direct][,serial=ID]]... "
-    "[--pmem PATH[,shared]]... [--net tap=NAME[,mac=MAC][,netns=PATH]]... [--virtio-console stdio|file:PATH|socket:PATH]";
+    "[--pmem PATH[,shared]]... [--net tap=NAME[,mac=MAC][,netns=PATH]]... [--vsock cid=N,uds=PATH] "
+    "[--virtio-console stdio|file:PATH|socket:PATH]";
 
 /* Files opened while parsing, closed when the command ends. */
 struct run_files {
@@ -118,6 +119,10 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg, struct run_fi
             break;
         case 'P':
             if (vm_opt_pmem(cfg, optarg, err) < 0)
+                return -1;
+            break;
+        case 'S':
+            if (vm_opt_vsock(cfg, optarg, err) < 0)
                 return -1;
             break;
         case 'V':

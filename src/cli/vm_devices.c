@@ -1,13 +1,16 @@
 /* Device options of `cocoon vm run`: --rng, --disk PATH[,ro][,direct]
- * [,serial=ID], --pmem PATH[,shared], --virtio-console stdio|file:PATH|socket:PATH. Each becomes
+ * [,serial=ID], --pmem PATH[,shared], --net tap=NAME[,...], --vsock cid=N,uds=PATH,
+ * --virtio-console stdio|file:PATH|socket:PATH. Each becomes
  * a struct vm_device; the strings stay owned by argv. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/vm_devices.h"
 #include "common/err.h"
+#include "common/util.h"
 
 static struct vm_device *next_device(struct vm_config *cfg, struct err **err)
 {
@@ -118,5 +121,32 @@ int vm_opt_net(struct vm_config *cfg, char *spec, struct err **err)
     }
     if (d->net.tap == NULL)
         return err_input(err, "vm run: --net needs tap=NAME");
+    return 0;
+}
+
+int vm_opt_vsock(struct vm_config *cfg, char *spec, struct err **err)
+{
+    for (unsigned i = 0; i < cfg->n_devices; i++)
+        if (cfg->devices[i].kind == VM_DEV_VSOCK)
+            return err_input(err, "vm run: one --vsock per VM");
+    struct vm_device *d = next_device(cfg, err);
+    if (d == NULL)
+        return -1;
+    d->kind = VM_DEV_VSOCK;
+    char *save = NULL;
+    bool have_cid = false;
+    for (char *o = strtok_r(spec, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+        if (strncmp(o, "cid=", 4) == 0) {
+            if (parse_u64(o + 4, UINT32_MAX, &d->vsock.guest_cid) < 0)
+                return err_input(err, "vm run: --vsock cid `%s` is not a number", o + 4);
+            have_cid = true;
+        } else if (strncmp(o, "uds=", 4) == 0 && o[4]) {
+            d->vsock.uds_path = o + 4;
+        } else {
+            return err_input(err, "vm run: --vsock option `%s` is unknown (cid=N, uds=PATH)", o);
+        }
+    }
+    if (!have_cid || d->vsock.uds_path == NULL)
+        return err_input(err, "vm run: --vsock needs cid=N and uds=PATH");
     return 0;
 }

@@ -16,6 +16,9 @@ int vm_opt_pmem(struct vm_config *cfg, char *spec, struct err **err);
 /* --net tap=NAME[,mac=MAC][,netns=PATH] (spec is split in place). */
 int vm_opt_net(struct vm_config *cfg, char *spec, struct err **err);
 
+/* --vsock cid=N,uds=PATH (spec is split in place). */
+int vm_opt_vsock(struct vm_config *cfg, char *spec, struct err **err);
+
 /* --virtio-console stdio|file:PATH|socket:PATH; a file opened for it is
  * returned in *opened for the caller to close. */
 int vm_opt_console(struct vm_config *cfg, const char *spec, int *opened, struct err **err);

@@ -53,3 +53,14 @@ struct virtio_net_opts {
 
 /* virtio-net on a tap device. */
 int virtio_net_create(const struct virtio_net_opts *o, struct virtio_dev **out, struct err **err);
+
+struct virtio_vsock_opts {
+    uint64_t guest_cid;     /* the guest's address: 3..4294967294 */
+    const char *uds_path;   /* host clients connect here ("CONNECT <port>\n"); a guest
+                             * connection to the host's port P goes to uds_path_P */
+};
+
+/* virtio-vsock on Unix sockets (Firecracker's model); listens on uds_path
+ * from now on (the socket is removed when the device is destroyed). */
+int virtio_vsock_create(const struct virtio_vsock_opts *o, struct virtio_dev **out,
+                        struct err **err);

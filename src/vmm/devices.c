@@ -28,6 +28,7 @@ static int create_one(struct vm *vm, const struct vm_device *spec, struct virtio
     case VM_DEV_BLK: return virtio_blk_create(&spec->blk, d, err);
     case VM_DEV_CONSOLE: return virtio_console_create(&spec->console, d, err);
     case VM_DEV_NET: return virtio_net_create(&spec->net, d, err);
+    case VM_DEV_VSOCK: return virtio_vsock_create(&spec->vsock, d, err);
     }
     return err_input(err, "unknown device kind %d", (int)spec->kind);
 }

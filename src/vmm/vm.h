@@ -35,7 +35,9 @@ struct vm_exit {
 /* Up to this many virtio-mmio devices (IRQs 5..15). */
 #define VM_MAX_DEVICES 11
 
-enum vm_device_kind { VM_DEV_RNG, VM_DEV_BLK, VM_DEV_CONSOLE, VM_DEV_PMEM, VM_DEV_NET };
+enum vm_device_kind {
+    VM_DEV_RNG, VM_DEV_BLK, VM_DEV_CONSOLE, VM_DEV_PMEM, VM_DEV_NET, VM_DEV_VSOCK,
+};
 
 /* A virtio device to add; the kind says which options apply. */
 struct vm_device {
@@ -44,6 +46,7 @@ struct vm_device {
     struct virtio_console_opts console;
     struct virtio_pmem_opts pmem;       /* gpa and slot are chosen by the VMM */
     struct virtio_net_opts net;
+    struct virtio_vsock_opts vsock;
 };
 
 struct vm_config {
