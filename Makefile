@@ -5,7 +5,7 @@ PYTHON ?= /usr/bin/python3
 COCOON = $(abspath $(BUILD))/src/cocoon
 MESON_OPTS ?=
 
-.PHONY: all deps build demo test test-unit test-integration test-fuzz asan bench fuzz clean
+.PHONY: all deps build demo test test-unit test-integration test-fuzz asan bench fuzz clean kernel kernel-config
 
 all: build
 
@@ -21,16 +21,16 @@ build: $(BUILD)/build.ninja
 demo: deps build
 	@examples/demo.sh $(COCOON)
 
-test: deps build
+test: deps build kernel
 	meson test -C $(BUILD) --print-errorlogs
-	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration tests/guest
+	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration tests/guest tests/kernel
 	$(MAKE) test-fuzz
 
 test-unit: build
 	meson test -C $(BUILD) --print-errorlogs
 
 test-integration: build
-	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration tests/guest
+	COCOON=$(COCOON) $(PYTHON) -m pytest -q tests/integration tests/guest tests/kernel
 
 # Short libFuzzer runs of every harness (longer: FUZZ_SECONDS=600 make test-fuzz).
 FUZZ_SECONDS ?= 20
@@ -53,13 +53,21 @@ asan:
 	meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dstatic=false >/dev/null 2>&1 || true
 	ninja -C build-asan
 	meson test -C build-asan --print-errorlogs
-	COCOON=$(abspath build-asan)/src/cocoon $(PYTHON) -m pytest -q tests/integration tests/guest
+	COCOON=$(abspath build-asan)/src/cocoon $(PYTHON) -m pytest -q tests/integration tests/guest tests/kernel
 
 bench: deps build
 	$(PYTHON) bench/run.py --cocoon $(COCOON)
 	$(PYTHON) bench/vm.py --cocoon $(COCOON)
 	$(PYTHON) bench/attach.py --cocoon $(COCOON)
 	$(PYTHON) bench/fs.py --cocoon $(COCOON)
+	$(PYTHON) bench/kernel.py
+
+# The guest kernel (docs/kernel.md): cached per machine, so usually instant.
+kernel:
+	@scripts/build-kernel.sh
+
+kernel-config:
+	@scripts/build-kernel.sh --print-config
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
