@@ -186,6 +186,7 @@ if [ "$MODE" = build ] && [ "$FORCE" = 0 ] && have_entry; then   # built while w
     report_installed "cached build $KEY"
     exit 0
 fi
+rm -rf "$CACHE_ROOT"/.entry.*   # left by an interrupted build (we hold the lock)
 
 START=$SECONDS
 LOAD_START=$(cut -d ' ' -f 1-3 /proc/loadavg)

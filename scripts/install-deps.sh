@@ -9,19 +9,19 @@
 #              fio bindfs (bench/fs.py: fio drives the I/O; bindfs is the reference
 #              FUSE passthrough)
 #   kernel:    linux-source make flex bison bc libelf-dev xz-utils (`make kernel`:
-#              scripts/build-kernel.sh builds the guest kernel from Debian's source)
+#              scripts/build-kernel.sh builds the guest kernel from Debian's source);
+#              test, bench and all include it (`make test` builds the kernel), and
 #              erofs-utils qemu-system-x86 (tests/kernel: an erofs image, and the
 #              kernel booted under qemu's software emulation)
-#              test, bench and all include the kernel group (`make test` builds it)
 set -eu
 group=${1:-all}
 pkgs="meson ninja-build pkg-config gcc libjson-c-dev libcap-dev libseccomp-dev busybox-static"
-kernel="linux-source make flex bison bc libelf-dev xz-utils erofs-utils qemu-system-x86"
+kernel="linux-source make flex bison bc libelf-dev xz-utils"
 case "$group" in
   build) ;;
-  kernel) pkgs="gcc busybox-static $kernel" ;;
-  test) pkgs="$pkgs $kernel libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd" ;;
-  all|bench) pkgs="$pkgs $kernel libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd runc crun hyperfine python3-matplotlib fio bindfs" ;;
+  kernel) pkgs="gcc $kernel" ;;
+  test) pkgs="$pkgs $kernel erofs-utils qemu-system-x86 libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd" ;;
+  all|bench) pkgs="$pkgs $kernel erofs-utils libcmocka-dev python3-pytest clang libclang-rt-dev iproute2 util-linux file podman containerd runc crun hyperfine python3-matplotlib qemu-system-x86 fio bindfs" ;;
   *) echo "usage: $0 [build|kernel|test|bench|all]" >&2; exit 2 ;;
 esac
 missing=""

@@ -205,9 +205,12 @@ static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, stru
     cleanup_free char *mem = xasprintf("%llu", (unsigned long long)l->memory_mib);
     cleanup_free char *smp = xasprintf("%u", l->cpus);
     cleanup_free char *drive = xasprintf("id=root,file=%s,format=raw,if=none,readonly=on", image);
+    /* acpi=off: qemu then lists its virtio-mmio devices on the command line
+     * (cocoon's kernel has no ACPI); the RTC stays: without kvm-clock (TCG)
+     * Linux would wait a second for a CMOS clock. */
     char *argv[] = {
         "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-accel", (char *)accel, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off",
+        "-accel", (char *)accel, "-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off",
         "-m", mem, "-smp", smp,
         "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
         "-serial", "stdio", "-monitor", "none",
