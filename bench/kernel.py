@@ -43,8 +43,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "kernel"))
 import kernelboot  # noqa: E402
 
-SPEC_MD = ROOT / "docs" / "SPEC.md"
-BEGIN, END = "<!-- bench:kernel:begin -->", "<!-- bench:kernel:end -->"
+from speclib import SPEC_MD  # noqa: E402
+import speclib  # noqa: E402
 HEADING = """## Guest kernel: size and boot to init
 
 Targets: vmlinux under 8 MiB. Boot to init is measured under qemu's software
@@ -183,12 +183,7 @@ def report(s, boot, timed_build, qemu_version, loads):
 
 
 def write_spec(section):
-    text = SPEC_MD.read_text() if SPEC_MD.exists() else "# cocoon — measured promises\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + "\n\n" + HEADING + f"{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    SPEC_MD.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
+    speclib.write_section("kernel", HEADING, section)
 
 
 def main():

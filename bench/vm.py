@@ -37,8 +37,8 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SPEC_MD = ROOT / "docs" / "SPEC.md"
-BEGIN, END = "<!-- bench:vm:begin -->", "<!-- bench:vm:end -->"
+from speclib import SPEC_MD  # noqa: E402
+import speclib  # noqa: E402
 HEADING = """## VMs: start -> first guest instruction -> exit, and memory
 
 Targets: start -> exit at most 0.1x qemu microvm's wall time; VMM memory
@@ -220,12 +220,7 @@ def report(s2e, seq, many, shared, copied, qemu_version):
 
 
 def write_spec(section):
-    text = SPEC_MD.read_text() if SPEC_MD.exists() else "# cocoon — measured promises\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + "\n\n" + HEADING + f"{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    SPEC_MD.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
+    speclib.write_section("vm", HEADING, section)
 
 
 def main():

@@ -4,6 +4,7 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,16 @@ int proc_pidfd_open(pid_t pid)
 int proc_pidfd_signal(int pidfd, int sig)
 {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+bool proc_pidfd_wait(int pidfd, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+    int r;
+    do
+        r = poll(&pfd, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
 }
 
 int proc_pidfd_open_checked(pid_t pid, uint64_t start_time)

@@ -17,6 +17,9 @@ int proc_pidfd_open(pid_t pid);
 /* pidfd_send_signal(2). */
 int proc_pidfd_signal(int pidfd, int sig);
 
+/* Wait up to timeout_ms for the process behind pidfd to exit; true if it did. */
+bool proc_pidfd_wait(int pidfd, int timeout_ms);
+
 /* Open a pidfd for pid and verify it is still the process that started at
  * start_time (closes the pid reuse race). -1/ESRCH if not. */
 int proc_pidfd_open_checked(pid_t pid, uint64_t start_time);

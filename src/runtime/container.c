@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -442,17 +441,6 @@ int container_kill(const struct runtime *rt, const char *id, int sig, bool all,
     return signal_container(st, sig, all, err);
 }
 
-/* Wait (up to timeout_ms) for the process behind pidfd to exit. */
-static bool wait_exit(int pidfd, int timeout_ms)
-{
-    struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
-    int r;
-    do
-        r = poll(&pfd, 1, timeout_ms);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
-}
-
 int container_delete(const struct runtime *rt, const char *id, bool force, struct err **err)
 {
     cleanup_close int rootfd = -1;
@@ -487,7 +475,7 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
                 kill_pidns(st, SIGKILL);
             proc_pidfd_signal(pidfd, SIGKILL);
             thaw(st);
-            if (!wait_exit(pidfd, 10000))
+            if (!proc_pidfd_wait(pidfd, 10000))
                 return err_make(err, ETIMEDOUT, "container `%s` did not exit after SIGKILL", id);
         }
     }

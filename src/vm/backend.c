@@ -97,8 +97,8 @@ static unsigned hello_timeout(enum vmc_hypervisor hv)
 
 /* The monitor process, forked from `create`: never returns. */
 static void __attribute__((noreturn))
-monitor_main(const struct runtime *rt, struct prepared *p, const struct create_opts *o,
-             int console_sock, int ready_fd, const char *state_dir)
+monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int ready_fd,
+             const char *state_dir)
 {
     setsid();
     struct err *e = NULL;
@@ -131,7 +131,6 @@ monitor_main(const struct runtime *rt, struct prepared *p, const struct create_o
         .launch = &l, .create_json = req, .ready_fd = ready_fd, .dirfd = dirfd,
         .console_fd = console, .hello_timeout_ms = hello_timeout(l.hv),
     };
-    (void)o;
     _exit(vmc_monitor(&mo));
 }
 
@@ -157,7 +156,7 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     }
     if (pid == 0) {
         close(ready[0]);
-        monitor_main(rt, p, o, console_sock, ready[1], state_dir);
+        monitor_main(rt, p, console_sock, ready[1], state_dir);
     }
     close(ready[1]);
     char buf[1024];
@@ -284,17 +283,6 @@ int vmc_kill(int dirfd, const struct container_state *st, int sig, bool all,
     return err_wrap(err, "send signal %d to container `%s`", sig, st->id);
 }
 
-/* Wait up to timeout_ms for the process behind pidfd. */
-static bool pidfd_wait(int pidfd, int timeout_ms)
-{
-    struct pollfd pf = {.fd = pidfd, .events = POLLIN};
-    int r;
-    do
-        r = poll(&pf, 1, timeout_ms);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
-}
-
 int vmc_stop(int dirfd, const struct container_state *st, struct err **err)
 {
     cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
@@ -307,10 +295,10 @@ int vmc_stop(int dirfd, const struct container_state *st, struct err **err)
         close(fd);
     }
     err_free(&e);
-    if (pidfd_wait(pidfd, 15000))
+    if (proc_pidfd_wait(pidfd, 15000))
         return 0;
     proc_pidfd_signal(pidfd, SIGKILL);
-    if (!pidfd_wait(pidfd, 10000))
+    if (!proc_pidfd_wait(pidfd, 10000))
         return err_make(err, ETIMEDOUT, "the VM of container `%s` did not stop", st->id);
     return 0;
 }

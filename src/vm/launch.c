@@ -117,6 +117,33 @@ static int make_rootfs_image(const struct vmc_launch *l, char **image, struct er
     return 0;
 }
 
+/* What a real guest boots from: kernel, initramfs (cocoon-init as /init)
+ * and the rootfs image. */
+struct guest_files {
+    char *kernel, *initrd, *image;
+};
+
+static void guest_files_free(struct guest_files *g)
+{
+    free(g->kernel);
+    free(g->initrd);
+    free(g->image);
+}
+#define cleanup_guest_files __attribute__((cleanup(guest_files_free)))
+
+static int guest_files(const struct vmc_launch *l, struct guest_files *g, struct err **err)
+{
+    cleanup_free char *agent = NULL;
+    cleanup_close int rootfd = open(l->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        return err_make(err, errno, "state root `%s`", l->root);
+    if (vmc_find_agent(&agent, err) < 0 || vmc_find_kernel(&g->kernel, err) < 0 ||
+        vmc_initramfs(rootfd, l->root, agent, &g->initrd, err) < 0 ||
+        make_rootfs_image(l, &g->image, err) < 0)
+        return -1;
+    return 0;
+}
+
 /* Whether guest kernel mode runs natively, probed once per state root. */
 static int guest_native(const struct vmc_launch *l, bool *native, double *mips,
                         struct err **err)
@@ -185,13 +212,8 @@ static int launch_sandbox(const struct vmc_launch *l, int sp[2], pid_t *child,
 
 static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, struct err **err)
 {
-    cleanup_free char *agent = NULL, *kernel = NULL, *initrd = NULL, *image = NULL;
-    cleanup_close int rootfd = open(l->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0)
-        return err_make(err, errno, "state root `%s`", l->root);
-    if (vmc_find_agent(&agent, err) < 0 || vmc_find_kernel(&kernel, err) < 0 ||
-        vmc_initramfs(rootfd, l->root, agent, &initrd, err) < 0 ||
-        make_rootfs_image(l, &image, err) < 0)
+    cleanup_guest_files struct guest_files g = {0};
+    if (guest_files(l, &g, err) < 0)
         return -1;
     bool native = false;
     double mips = 0;
@@ -204,7 +226,7 @@ static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, stru
     cleanup_free char *cmdline = guest_cmdline("/dev/vda", false, 't');
     cleanup_free char *mem = xasprintf("%llu", (unsigned long long)l->memory_mib);
     cleanup_free char *smp = xasprintf("%u", l->cpus);
-    cleanup_free char *drive = xasprintf("id=root,file=%s,format=raw,if=none,readonly=on", image);
+    cleanup_free char *drive = xasprintf("id=root,file=%s,format=raw,if=none,readonly=on", g.image);
     /* acpi=off: qemu then lists its virtio-mmio devices on the command line
      * (cocoon's kernel has no ACPI); the RTC stays: without kvm-clock (TCG)
      * Linux would wait a second for a CMOS clock. */
@@ -212,7 +234,7 @@ static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, stru
         "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-accel", (char *)accel, "-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off",
         "-m", mem, "-smp", smp,
-        "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+        "-kernel", g.kernel, "-initrd", g.initrd, "-append", cmdline,
         "-serial", "stdio", "-monitor", "none",
         "-chardev", "socket,id=agent,fd=3",
         "-device", "virtio-serial-device,max_ports=1",
@@ -245,17 +267,12 @@ static int launch_cocoon(const struct vmc_launch *l, int sp[2], pid_t *child, st
                         "a Linux guest cannot boot on cocoon's VMM here; VM containers need "
                         "hardware virtualization (or use --hypervisor qemu or sandbox)",
                         mips);
-    cleanup_free char *agent = NULL, *kernel = NULL, *initrd = NULL, *image = NULL;
-    cleanup_close int rootfd = open(l->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0)
-        return err_make(err, errno, "state root `%s`", l->root);
-    if (vmc_find_agent(&agent, err) < 0 || vmc_find_kernel(&kernel, err) < 0 ||
-        vmc_initramfs(rootfd, l->root, agent, &initrd, err) < 0 ||
-        make_rootfs_image(l, &image, err) < 0)
+    cleanup_guest_files struct guest_files g = {0};
+    if (guest_files(l, &g, err) < 0)
         return -1;
     cleanup_free char *cmdline = guest_cmdline("/dev/pmem0", true, 'k');
     struct vm_config cfg = {
-        .kernel = kernel, .initrd = initrd, .cmdline = cmdline, .cpus = l->cpus,
+        .kernel = g.kernel, .initrd = g.initrd, .cmdline = cmdline, .cpus = l->cpus,
         .memory_mib = l->memory_mib, .console_fd = l->log_fd, .console_in_fd = -1,
         .map_kernel = true, .pit = true, .handle_signals = true,
     };
@@ -263,7 +280,7 @@ static int launch_cocoon(const struct vmc_launch *l, int sp[2], pid_t *child, st
     cfg.devices[cfg.n_devices].console = (struct virtio_console_opts){.in_fd = 3, .out_fd = 3};
     cfg.n_devices++;
     cfg.devices[cfg.n_devices].kind = VM_DEV_PMEM;
-    cfg.devices[cfg.n_devices].pmem = (struct virtio_pmem_opts){.path = image};
+    cfg.devices[cfg.n_devices].pmem = (struct virtio_pmem_opts){.path = g.image};
     cfg.n_devices++;
     cfg.devices[cfg.n_devices++].kind = VM_DEV_RNG;
     pid_t pid = fork();
