@@ -424,7 +424,7 @@ static int chan_read(struct agent *a, struct err **err)
         struct agent_hdr h;
         const uint8_t *payload;
         const char *why = "?";
-        int r;
+        int r = 0;
         while (!a->shutdown && (r = agent_buf_frame(&a->in, &h, &payload, &why)) == 1) {
             if (on_frame(a, &h, payload, err) < 0)
                 return -1;
