@@ -24,6 +24,8 @@ int cmd_ps(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_update(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_events(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_vm(const struct runtime *rt, int argc, char **argv, struct err **err);
+/* `cocoon vm connect SOCKET PORT`: relay stdio to a guest's vsock port. */
+int cmd_vm_connect(int argc, char **argv, struct err **err);
 int cmd_fs(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_attach(const struct runtime *rt, int argc, char **argv, struct err **err);
 int cmd_features(const struct runtime *rt, int argc, char **argv, struct err **err);

@@ -197,12 +197,15 @@ int cmd_vm(const struct runtime *rt, int argc, char **argv, struct err **err)
     (void)rt;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         printf("usage: cocoon vm run --kernel FILE [options] (cocoon vm run --help)\n"
-               "       cocoon vm check [--quiet]   can this host boot Linux guests?\n");
+               "       cocoon vm check [--quiet]   can this host boot Linux guests?\n"
+               "       cocoon vm connect SOCKET PORT   stdio to a guest's vsock port\n");
         return argc < 2 ? 1 : 0;
     }
     if (strcmp(argv[1], "run") == 0)
         return vm_run_cmd(argc - 1, argv + 1, err);
     if (strcmp(argv[1], "check") == 0)
         return vm_check_cmd(argc - 1, argv + 1, err);
-    return err_input(err, "vm: unknown subcommand `%s` (run, check)", argv[1]);
+    if (strcmp(argv[1], "connect") == 0)
+        return cmd_vm_connect(argc - 1, argv + 1, err);
+    return err_input(err, "vm: unknown subcommand `%s` (run, check, connect)", argv[1]);
 }

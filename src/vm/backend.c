@@ -126,10 +126,11 @@ monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int
     char root[PATH_MAX];
     l.root = realpath(rt->root, root) ? root : rt->root;
     vmc_size(p->cfg, &l.cpus, &l.memory_mib);
+    l.timeout_ms = hello_timeout(l.hv);
     char *req = create_request(p->cfg);
     struct vmc_monitor_opts mo = {
         .launch = &l, .create_json = req, .ready_fd = ready_fd, .dirfd = dirfd,
-        .console_fd = console, .hello_timeout_ms = hello_timeout(l.hv),
+        .console_fd = console, .hello_timeout_ms = l.timeout_ms,
     };
     _exit(vmc_monitor(&mo));
 }

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,7 +23,9 @@
 #include "common/err.h"
 #include "common/util.h"
 #include "oci/config.h"
+#include "agent/proto.h"
 #include "vm/vm_internal.h"
+#include "vm/vmc.h"
 #include "vmm/probe.h"
 #include "vmm/vm.h"
 
@@ -178,11 +181,11 @@ static int guest_native(const struct vmc_launch *l, bool *native, double *mips,
  * with a reboot (there is no ACPI to power off with): `reboot` says how the
  * kernel resets — k (i8042, cocoon's VMM) or t (triple fault, qemu microvm
  * without an i8042) — and the VMM ends instead of rebooting. */
-static char *guest_cmdline(const char *root_dev, bool dax, char reboot)
+static char *guest_cmdline(const char *channel, const char *root_dev, bool dax, char reboot)
 {
-    return xasprintf("console=ttyS0 reboot=%c panic=-1 quiet cocoon.channel=/dev/hvc0 "
+    return xasprintf("console=ttyS0 reboot=%c panic=-1 quiet cocoon.channel=%s "
                      "cocoon.root=%s cocoon.rootfstype=erofs%s cocoon.overlay=1",
-                     reboot, root_dev, dax ? " cocoon.rootflags=dax" : "");
+                     reboot, channel, root_dev, dax ? " cocoon.rootflags=dax" : "");
 }
 
 static int launch_sandbox(const struct vmc_launch *l, int sp[2], pid_t *child,
@@ -223,7 +226,7 @@ static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, stru
             return -1;
         accel = native ? "kvm" : "tcg";
     }
-    cleanup_free char *cmdline = guest_cmdline("/dev/vda", false, 't');
+    cleanup_free char *cmdline = guest_cmdline("/dev/hvc0", "/dev/vda", false, 't');
     cleanup_free char *mem = xasprintf("%llu", (unsigned long long)l->memory_mib);
     cleanup_free char *smp = xasprintf("%u", l->cpus);
     cleanup_free char *drive = xasprintf("id=root,file=%s,format=raw,if=none,readonly=on", g.image);
@@ -255,7 +258,30 @@ static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, stru
     return 0;
 }
 
-static int launch_cocoon(const struct vmc_launch *l, int sp[2], pid_t *child, struct err **err)
+/* The agent's channel on cocoon's VMM: vsock, through the device's Unix
+ * socket in the state directory (the VMM runs there, so the socket's path
+ * is short whatever the state directory's length). */
+#define VSOCK_SOCK "vsock.sock"
+#define VSOCK_GUEST_CID 3
+
+static int connect_agent(const struct vmc_launch *l, pid_t vmm, int *channel, struct err **err)
+{
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    int dfd = -1;
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", l->state_dir, VSOCK_SOCK) >= sizeof(path)) {
+        dfd = open(l->state_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            return err_make(err, errno, "%s", l->state_dir);
+        snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dfd, VSOCK_SOCK);
+    }
+    int r = vmc_vsock_connect(path, AGENT_VSOCK_PORT, l->timeout_ms, vmm, channel, err);
+    if (dfd >= 0)
+        close(dfd);
+    return r < 0 ? err_wrap(err, "the guest agent (vsock port %u)", AGENT_VSOCK_PORT) : 0;
+}
+
+static int launch_cocoon(const struct vmc_launch *l, pid_t *child, int *channel,
+                         struct err **err)
 {
     bool native = false;
     double mips = 0;
@@ -270,14 +296,16 @@ static int launch_cocoon(const struct vmc_launch *l, int sp[2], pid_t *child, st
     cleanup_guest_files struct guest_files g = {0};
     if (guest_files(l, &g, err) < 0)
         return -1;
-    cleanup_free char *cmdline = guest_cmdline("/dev/pmem0", true, 'k');
+    cleanup_free char *chan = xasprintf("vsock:%u", AGENT_VSOCK_PORT);
+    cleanup_free char *cmdline = guest_cmdline(chan, "/dev/pmem0", true, 'k');
     struct vm_config cfg = {
         .kernel = g.kernel, .initrd = g.initrd, .cmdline = cmdline, .cpus = l->cpus,
         .memory_mib = l->memory_mib, .console_fd = l->log_fd, .console_in_fd = -1,
         .map_kernel = true, .pit = true, .handle_signals = true,
     };
-    cfg.devices[cfg.n_devices].kind = VM_DEV_CONSOLE;
-    cfg.devices[cfg.n_devices].console = (struct virtio_console_opts){.in_fd = 3, .out_fd = 3};
+    cfg.devices[cfg.n_devices].kind = VM_DEV_VSOCK;
+    cfg.devices[cfg.n_devices].vsock =
+        (struct virtio_vsock_opts){.guest_cid = VSOCK_GUEST_CID, .uds_path = VSOCK_SOCK};
     cfg.n_devices++;
     cfg.devices[cfg.n_devices].kind = VM_DEV_PMEM;
     cfg.devices[cfg.n_devices].pmem = (struct virtio_pmem_opts){.path = g.image};
@@ -289,32 +317,36 @@ static int launch_cocoon(const struct vmc_launch *l, int sp[2], pid_t *child, st
     if (pid == 0) {
         /* The VMM runs in its own process: the monitor stays small and
          * single-threaded, and a VMM crash is a container exit. */
-        child_stdio(l->log_fd, sp[1]);
+        child_stdio(l->log_fd, -1);
         struct vm *vm = NULL;
         struct vm_exit ex = {0};
         struct err *e = NULL;
-        if (vm_create(&cfg, &vm, &e) < 0 || vm_run(vm, &ex, &e) < 0) {
-            dprintf(2, "cocoon: VMM: %s\n", e ? e->msg : "error");
+        if (chdir(l->state_dir) < 0 || vm_create(&cfg, &vm, &e) < 0 || vm_run(vm, &ex, &e) < 0) {
+            dprintf(2, "cocoon: VMM: %s\n", e ? e->msg : strerror(errno));
             _exit(VM_STATUS_ERROR);
         }
         vm_destroy(vm);
         _exit(vm_exit_status(&ex));
     }
     *child = pid;
+    if (connect_agent(l, pid, channel, err) < 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return -1;
+    }
     return 0;
 }
 
 int vmc_launch(const struct vmc_launch *l, pid_t *child, int *channel, struct err **err)
 {
+    if (l->hv == VMC_HV_COCOON)
+        return launch_cocoon(l, child, channel, err);
     int sp[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
         return err_make(err, errno, "socketpair");
-    int r;
-    switch (l->hv) {
-    case VMC_HV_SANDBOX: r = launch_sandbox(l, sp, child, err); break;
-    case VMC_HV_QEMU: r = launch_qemu(l, sp, child, err); break;
-    default: r = launch_cocoon(l, sp, child, err); break;
-    }
+    int r = l->hv == VMC_HV_QEMU ? launch_qemu(l, sp, child, err)
+                                 : launch_sandbox(l, sp, child, err);
     close(sp[1]);
     if (r < 0) {
         close(sp[0]);

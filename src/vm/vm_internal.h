@@ -36,6 +36,7 @@ struct vmc_launch {
     unsigned cpus;
     uint64_t memory_mib;
     int log_fd;              /* the hypervisor's and guest console's output */
+    unsigned timeout_ms;     /* how long the agent may take to be reachable */
 };
 
 /* Size the VM from config.json: memory limit (default 256 MiB) and cpus
@@ -43,7 +44,8 @@ struct vmc_launch {
 void vmc_size(const struct oci_config *cfg, unsigned *cpus, uint64_t *memory_mib);
 
 /* Start the VM; *child gets the hypervisor process, *channel our end of the
- * agent channel (a connected stream socket). */
+ * agent channel (a connected stream socket: a socketpair for qemu's
+ * virtconsole and the sandbox, vsock for cocoon's VMM). */
 int vmc_launch(const struct vmc_launch *l, pid_t *child, int *channel, struct err **err);
 
 /* The monitor: serve the container until its VM is down; returns the exit

@@ -10,6 +10,7 @@
  * guest, and exits with the container's exit status once the VM is down. */
 #pragma once
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "oci/state.h"
@@ -59,3 +60,10 @@ char *vmc_process_json(const struct oci_process *p);
 /* `exec` into a running VM container; *status gets the exit status. */
 int vmc_exec(int dirfd, const struct container_state *st, const char *process_json,
              bool tty, bool detach, int *status, struct err **err);
+
+/* Connect to guest vsock port `port` through a cocoon VMM's vsock socket
+ * `uds` (`CONNECT <port>` / `OK ...`), trying again while the socket is
+ * missing or the guest refuses, for up to timeout_ms or until the VMM
+ * process vmm (if > 0) is gone. *fd gets the connected stream. */
+int vmc_vsock_connect(const char *uds, uint32_t port, unsigned timeout_ms, pid_t vmm, int *fd,
+                      struct err **err);

@@ -356,3 +356,56 @@ def test_vsock_socket_in_use_and_one_per_vm(sockdir):
                         "--vsock", "cid=4,uds=/tmp/b"], stdin=subprocess.DEVNULL,
                        capture_output=True, errors="replace", timeout=TIMEOUT)
     assert r.returncode == 1 and "one --vsock per VM" in r.stderr, r.stderr
+
+
+def test_vm_connect_waits_for_the_vm_and_relays_stdio(sockdir):
+    """`cocoon vm connect` (the VM backend's way to its agent) started
+    before the VM exists: it retries until the socket appears and the guest
+    listens, then relays 1 MiB of stdin to the guest and the echo to
+    stdout; its stdin's end reaches the guest as a shutdown."""
+    data = os.urandom(1 << 20)
+    uds = os.path.join(sockdir, "v.sock")
+    p = subprocess.Popen([COCOON, "vm", "connect", "--timeout", "20000", uds, "1234"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.2)
+        assert p.poll() is None, p.communicate()[1]
+        with VM(sockdir, "mode=server port=1234 conns=1 win=65536 delay=200000000") as vm:
+            out, err = p.communicate(input=data, timeout=TIMEOUT)
+            assert p.returncode == 0, err
+            assert out == data, f"{len(out)} bytes echoed"
+            rc, verr = vm.wait()
+        assert rc == 0, verr
+        assert f"vsock: connection 0 ended by RST: {len(data)} bytes received" in verr, verr
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
+def test_vm_connect_refused_port_times_out(sockdir):
+    """A port nobody listens on: every CONNECT is refused (RST); after its
+    timeout `vm connect` says so and fails."""
+    with VM(sockdir, "mode=server port=1234 conns=1") as vm:
+        t0 = time.monotonic()
+        r = subprocess.run([COCOON, "vm", "connect", "--timeout", "500", vm.uds, "4321"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        assert r.returncode != 0
+        assert time.monotonic() - t0 >= 0.5
+        assert "nothing listened on vsock port 4321" in r.stderr, r.stderr
+        assert vm.p.poll() is None, "a refused port must not disturb the guest"
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["/tmp/x.sock", "notaport"], "`notaport` is not a vsock port number"),
+    (["/tmp/x.sock", "4294967296"], "is not a vsock port number"),
+    (["/tmp/x.sock"], "expected SOCKET PORT"),
+    (["--timeout", "0", "/tmp/x.sock", "1"], "--timeout `0`"),
+    (["/" + "x" * 120, "1"], "socket path longer than"),
+])
+def test_vm_connect_bad_input(args, expect):
+    r = subprocess.run([COCOON, "vm", "connect", *args], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode != 0
+    assert expect in r.stderr, r.stderr
