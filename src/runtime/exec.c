@@ -232,12 +232,14 @@ int container_exec(const struct runtime *rt, const struct exec_opts *o, int *sta
     }
     if (state_is_vm(st)) {
         cleanup_free char *req = vmc_process_json(proc);
-        bool tty = proc->terminal;
+        struct vmc_exec_opts vo = {
+            .process_json = req, .tty = proc->terminal, .detach = o->detach,
+            .pid_file = o->pid_file, .console_socket = o->console_socket,
+            .rows = proc->has_console_size ? proc->console_height : 0,
+            .cols = proc->has_console_size ? proc->console_width : 0,
+        };
         oci_process_free(proc);
-        if (o->pid_file || o->console_socket)
-            return err_input(err, "exec in VM container `%s`: --pid-file and --console-socket "
-                                  "are not supported yet", o->id);
-        return vmc_exec(dirfd, st, req, tty, o->detach, status, err);
+        return vmc_exec(dirfd, st, &vo, status, err);
     }
     if (lifecycle_protect_binary(proc, err) < 0) {
         oci_process_free(proc);

@@ -47,10 +47,7 @@ static char *create_request(const struct oci_config *cfg)
     return s;
 }
 
-/* In the monitor: a host pty whose master goes to the console socket; the
- * slave (raw: the guest's own pty does the line discipline) becomes the
- * monitor's controlling terminal, so a resize arrives as SIGWINCH. */
-static int console_pty(int console_sock, const struct oci_process *p, struct err **err)
+int vmc_console_pty(int console_sock, unsigned rows, unsigned cols, struct err **err)
 {
     int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
@@ -70,9 +67,8 @@ static int console_pty(int console_sock, const struct oci_process *p, struct err
         cfmakeraw(&t);
         tcsetattr(slave, TCSANOW, &t);
     }
-    if (p->has_console_size) {
-        struct winsize ws = {.ws_row = (unsigned short)p->console_height,
-                             .ws_col = (unsigned short)p->console_width};
+    if (rows && cols) {
+        struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
         ioctl(master, TIOCSWINSZ, &ws);
     }
     int r = terminal_send_fd(console_sock, master, name, err);
@@ -81,7 +77,6 @@ static int console_pty(int console_sock, const struct oci_process *p, struct err
         close(slave);
         return err_wrap(err, "--console-socket");
     }
-    ioctl(slave, TIOCSCTTY, 0);
     return slave;
 }
 
@@ -110,12 +105,16 @@ monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int
     int log_fd = openat(dirfd, "vm.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     int console = -1;
     if (console_sock >= 0) {
-        console = console_pty(console_sock, p->cfg->process, &e);
+        const struct oci_process *proc = p->cfg->process;
+        console = vmc_console_pty(console_sock, proc->has_console_size ? proc->console_height : 0,
+                                  proc->has_console_size ? proc->console_width : 0, &e);
         close(console_sock);
         if (console < 0) {
             dprintf(ready_fd, "1 %s", e->msg);
             _exit(255);
         }
+        /* The monitor's controlling terminal: a resize arrives as SIGWINCH. */
+        ioctl(console, TIOCSCTTY, 0);
     }
     if (chdir("/") < 0)
         _exit(255);

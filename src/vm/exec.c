@@ -157,54 +157,43 @@ static int relay_run(struct relay *r, int sfd, struct err **err)
     return 0;
 }
 
-int vmc_exec(int dirfd, const struct container_state *st, const char *process_json, bool tty,
-             bool detach, int *status, struct err **err)
+/* Ask the monitor to EXEC; r->proc gets the guest process's id. */
+static int exec_request(struct relay *r, const struct container_state *st, const char *json,
+                        struct err **err)
 {
-    cleanup_close int fd = vmc_ctl_connect(dirfd, err);
-    if (fd < 0)
-        return err_wrap(err, "exec in container `%s`", st->id);
-    if (agent_send(fd, AGENT_EXEC, 0, 1, process_json, strlen(process_json)) < 0)
+    if (agent_send(r->fd, AGENT_EXEC, 0, 1, json, strlen(json)) < 0)
         return err_make(err, errno, "exec in container `%s`", st->id);
-    struct relay r = {.fd = fd, .in_fd = 0};
     struct agent_hdr h;
     for (;;) {
         const uint8_t *p;
         const char *why = NULL;
-        int fr = agent_buf_frame(&r.in, &h, &p, &why);
-        if (fr < 0) {
-            agent_buf_free(&r.in);
+        int fr = agent_buf_frame(&r->in, &h, &p, &why);
+        if (fr < 0)
             return err_make(err, EPROTO, "the VM monitor sent a bad frame (%s)", why);
-        }
         if (fr == 1 && h.type == AGENT_REPLY && h.seq == 1) {
             struct agent_reply rep;
             int bad = agent_reply_decode(p, h.len, &rep);
-            if (bad < 0 || rep.error) {
-                int e = bad < 0 ? EPROTO : rep.error;
-                err_make(err, e, "exec in container `%s`: %.*s", st->id,
-                         bad < 0 ? 0 : (int)(h.len - AGENT_REPLY_SIZE),
-                         (const char *)p + AGENT_REPLY_SIZE);
-                agent_buf_free(&r.in);
-                return -1;
-            }
-            r.proc = h.proc;
-            agent_buf_consume(&r.in, &h);
-            break;
+            if (bad < 0 || rep.error)
+                return err_make(err, bad < 0 ? EPROTO : rep.error, "exec in container `%s`: %.*s",
+                                st->id, bad < 0 ? 0 : (int)(h.len - AGENT_REPLY_SIZE),
+                                (const char *)p + AGENT_REPLY_SIZE);
+            r->proc = h.proc;
+            agent_buf_consume(&r->in, &h);
+            return 0;
         }
         if (fr == 1) {
-            agent_buf_consume(&r.in, &h);
+            agent_buf_consume(&r->in, &h);
             continue;
         }
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        if (poll(&pf, 1, 30000) <= 0 || agent_buf_fill(&r.in, fd) <= 0) {
-            agent_buf_free(&r.in);
+        struct pollfd pf = {.fd = r->fd, .events = POLLIN};
+        if (poll(&pf, 1, 30000) <= 0 || agent_buf_fill(&r->in, r->fd) <= 0)
             return err_make(err, 0, "exec in container `%s`: no answer from its VM", st->id);
-        }
     }
-    if (detach) {
-        agent_buf_free(&r.in);
-        *status = 0;
-        return 0;
-    }
+}
+
+/* Relay until the guest process ends; *status gets its status. */
+static int relay_main(struct relay *r, bool tty, int *status, struct err **err)
+{
     sigset_t mask, old;
     lifecycle_forward_mask(&mask);
     sigaddset(&mask, SIGWINCH);
@@ -213,14 +202,89 @@ int vmc_exec(int dirfd, const struct container_state *st, const char *process_js
     void *saved = NULL;
     if (tty && isatty(0)) {
         terminal_make_raw(0, &saved);
-        send_resize(&r);
+        send_resize(r);
     }
-    int ret = sfd < 0 ? err_make(err, errno, "signalfd") : relay_run(&r, sfd, err);
+    int ret = sfd < 0 ? err_make(err, errno, "signalfd") : relay_run(r, sfd, err);
     terminal_restore(0, saved);
     if (sfd >= 0)
         close(sfd);
     sigprocmask(SIG_SETMASK, &old, NULL);
-    agent_buf_free(&r.in);
-    *status = r.status;
+    *status = r->status;
     return ret;
+}
+
+/* Make the console pty's slave our stdio and controlling terminal. */
+static void take_terminal(int slave)
+{
+    ioctl(slave, TIOCSCTTY, 0);
+    for (int i = 0; i < 3; i++)
+        dup2(slave, i);
+    close(slave);
+}
+
+int vmc_exec(int dirfd, const struct container_state *st, const struct vmc_exec_opts *o,
+             int *status, struct err **err)
+{
+    if (o->tty && o->detach && !o->console_socket)
+        return err_input(err, "exec: --tty with --detach needs --console-socket");
+    cleanup_close int fd = vmc_ctl_connect(dirfd, err);
+    if (fd < 0)
+        return err_wrap(err, "exec in container `%s`", st->id);
+    cleanup_close int sock = -1;
+    if (o->tty && o->console_socket) {
+        sock = unix_connect(o->console_socket, err);
+        if (sock < 0)
+            return err_wrap(err, "--console-socket");
+    }
+    struct relay r = {.fd = fd, .in_fd = 0};
+    int ret = exec_request(&r, st, o->process_json, err);
+    int slave = -1;
+    if (ret == 0 && sock >= 0) {
+        slave = vmc_console_pty(sock, o->rows, o->cols, err);
+        ret = slave < 0 ? -1 : 0;
+    }
+    if (ret < 0) {
+        agent_buf_free(&r.in);
+        return -1;
+    }
+    if (!o->detach) {
+        if (slave >= 0) {
+            setsid(); /* fails if we lead a group already: the pty is then just our stdio */
+            take_terminal(slave);
+        }
+        if (o->pid_file && lifecycle_write_pid_file(o->pid_file, getpid(), err) < 0)
+            ret = -1;
+        else
+            ret = relay_main(&r, o->tty, status, err);
+        agent_buf_free(&r.in);
+        return ret;
+    }
+    /* Detached: a child relays and ends with the guest process's status; an
+     * engine (conmon, containerd's shim) waits for it as for runc's. */
+    pid_t pid = fork();
+    if (pid < 0) {
+        agent_buf_free(&r.in);
+        if (slave >= 0)
+            close(slave);
+        return err_make(err, errno, "fork");
+    }
+    if (pid == 0) {
+        setsid();
+        if (slave >= 0)
+            take_terminal(slave);
+        struct err *e = NULL;
+        int st_code = 255;
+        if (relay_main(&r, o->tty, &st_code, &e) < 0)
+            err_free(&e);
+        _exit(st_code & 0xff);
+    }
+    agent_buf_free(&r.in);
+    if (slave >= 0)
+        close(slave);
+    *status = 0;
+    if (o->pid_file && lifecycle_write_pid_file(o->pid_file, pid, err) < 0) {
+        kill(pid, SIGKILL);
+        return -1;
+    }
+    return 0;
 }

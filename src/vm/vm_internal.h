@@ -68,3 +68,8 @@ int vmc_ctl_connect(int dirfd, struct err **err);
  * *pid gets the reply's pid. */
 int vmc_ctl_call(int fd, uint16_t type, uint32_t proc, const void *payload, size_t len,
                  uint32_t *pid, struct err **err);
+
+/* A host pty for a VM container's terminal: its master goes to the
+ * --console-socket, the slave (raw: the guest's own pty does the line
+ * discipline; rows x cols if both are set) is returned for the relay. */
+int vmc_console_pty(int console_sock, unsigned rows, unsigned cols, struct err **err);

@@ -57,9 +57,21 @@ int vmc_stop(int dirfd, const struct container_state *st, struct err **err);
 /* The agent's EXEC request for process p: {"process": {...}}. */
 char *vmc_process_json(const struct oci_process *p);
 
-/* `exec` into a running VM container; *status gets the exit status. */
-int vmc_exec(int dirfd, const struct container_state *st, const char *process_json,
-             bool tty, bool detach, int *status, struct err **err);
+/* `exec` into a running VM container. */
+struct vmc_exec_opts {
+    const char *process_json;   /* the EXEC request (vmc_process_json) */
+    bool tty, detach;
+    const char *pid_file;       /* gets the pid of the process relaying the guest's */
+    const char *console_socket; /* with tty: a host pty's master is sent there */
+    unsigned rows, cols;        /* the console size, if set */
+};
+
+/* `exec` into a running VM container: this process (or, with detach, a
+ * child left behind, whose pid goes to pid_file) relays stdio, signals and
+ * window sizes to the guest process and ends with its status; *status gets
+ * it (0 with detach). */
+int vmc_exec(int dirfd, const struct container_state *st, const struct vmc_exec_opts *o,
+             int *status, struct err **err);
 
 /* Connect to guest vsock port `port` through a cocoon VMM's vsock socket
  * `uds` (`CONNECT <port>` / `OK ...`), trying again while the socket is

@@ -5,13 +5,17 @@ the agent protocol exactly as with a VM (only the VM is missing: this host
 cannot boot a Linux guest in useful time; see DESIGN.md)."""
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
+import sys
+import time
 
 import pytest
 
 from cocoonlib import COCOON, TIMEOUT, needs_root, pid_alive, wait_for
+from test_console import console_socket, receive_master  # noqa: F401 (a fixture)
 
 AGENT = os.path.join(os.path.dirname(COCOON), "agent", "cocoon-init")
 VM = ("--vm", "--hypervisor", "sandbox")
@@ -187,4 +191,110 @@ def test_cocoon_hypervisor_needs_native_guest_mode(cocoon, make_bundle, nothing_
     b.save()
     r = cocoon("run", "--bundle", b.path, cocoon.id("vmhw"), glob=("--vm",))
     assert r.rc == 1 and "hardware virtualization" in r.err, r
+    nothing_left()
+
+
+# Run `cocoon exec --detach --pid-file` the way conmon and containerd's shim
+# do: as a child subreaper, so the detached relay becomes our child and we can
+# wait for it and see its exit status.
+SUBREAPER = r"""
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+pidfile, out = sys.argv[1], open(sys.argv[2], "wb")
+rc = subprocess.run(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=out).returncode
+if rc:
+    sys.exit(100 + rc)
+pid = int(open(pidfile).read())
+print(pid, flush=True)
+_, st = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(st), flush=True)
+"""
+
+
+def test_exec_detach_pid_file_as_engines_do(cocoon, make_bundle, tmp_path, nothing_left):
+    """exec --detach --pid-file: the pid written is a host process that
+    relays the guest process's output and ends with its exit status."""
+    cid = cocoon.id("vmexecd")
+    b = make_bundle("sleep", "1000")
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    cocoon.ok("start", cid)
+    pidfile = tmp_path / "exec.pid"
+    out = tmp_path / "out.txt"
+    r = subprocess.run([sys.executable, "-c", SUBREAPER, str(pidfile), str(out),
+                        *cocoon.argv(("exec", "--detach", "--pid-file", str(pidfile), cid,
+                                      "sh", "-c", "sleep 0.3; echo from-the-guest; exit 5"),
+                                     glob=VM)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=TIMEOUT, env=cocoon.env)
+    assert r.returncode == 0, r
+    pid, status = (int(x) for x in r.stdout.split())
+    assert pid > 0 and status == 5, r.stdout
+    assert out.read_bytes() == b"from-the-guest\n"
+    cocoon.ok("delete", "--force", cid)
+    nothing_left()
+
+
+def test_exec_detach_relay_forwards_signals(cocoon, make_bundle, tmp_path, nothing_left):
+    """Signalling the pid from --pid-file signals the guest process."""
+    cid = cocoon.id("vmexecs")
+    b = make_bundle("sleep", "1000")
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    cocoon.ok("start", cid)
+    pidfile = tmp_path / "exec.pid"
+    out = tmp_path / "out.txt"
+    with open(out, "wb") as o:
+        r = cocoon("exec", "--detach", "--pid-file", str(pidfile), cid,
+                   "sh", "-c", "trap 'echo got-term; exit 9' TERM; echo ready; "
+                   "while :; do sleep 0.05; done", stdout=o)
+    assert r.rc == 0, r
+    pid = int(pidfile.read_text())
+    wait_for(lambda: b"ready" in out.read_bytes(), "the detached process's output")
+    assert pid_alive(pid)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pid_alive(pid), "the relay to end with the guest process")
+    assert out.read_bytes() == b"ready\ngot-term\n"
+    cocoon.ok("delete", "--force", cid)
+    nothing_left()
+
+
+def test_exec_tty_console_socket(cocoon, make_bundle, console_socket, nothing_left):
+    """exec --tty --detach --console-socket: a pty master comes back, the
+    guest process has a terminal, and input typed on the master reaches it."""
+    srv, path = console_socket
+    cid = cocoon.id("vmexect")
+    b = make_bundle("sleep", "1000")
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    cocoon.ok("start", cid)
+    r = cocoon("exec", "--tty", "--detach", "--console-socket", path, cid,
+               "sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; read x; echo got-$x")
+    assert r.rc == 0, r
+    _msg, master = receive_master(srv)
+    try:
+        buf = b""
+        deadline = time.monotonic() + TIMEOUT
+        while b"is-a-tty" not in buf and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                buf += os.read(master, 4096)
+        assert b"is-a-tty" in buf, buf
+        os.write(master, b"hello\r")
+        while b"got-hello" not in buf and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    buf += os.read(master, 4096)
+                except OSError:
+                    break
+        assert b"got-hello" in buf, buf
+    finally:
+        os.close(master)
+    cocoon.ok("delete", "--force", cid)
+    nothing_left()
+
+
+def test_exec_tty_detach_needs_console_socket(cocoon, make_bundle, nothing_left):
+    cid = cocoon.id("vmexecn")
+    b = make_bundle("sleep", "1000")
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    cocoon.ok("start", cid)
+    cocoon.fail("exec", "--tty", "--detach", cid, "true", expect=["--console-socket"])
+    cocoon.ok("delete", "--force", cid)
     nothing_left()
