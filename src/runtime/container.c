@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -75,9 +77,15 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
     if (!p->vm && ns_seccomp_prepare(p->cfg->linux_.seccomp, cache, &p->seccomp, err) < 0)
         return -1;
     cleanup_free char *cgpath = cgroup_path_for(p->cfg->linux_.cgroups_path, o->id, scope);
-    if (cgroup_create(p->cfg, cgpath, &p->cg, err) < 0)
-        return -1;
-    return 0;
+    /* A VM container's host cgroup holds its monitor and VMM: only the
+     * resources that apply to a whole VM (vm/resources.c). */
+    struct oci_config host = *p->cfg;
+    if (p->vm)
+        host.linux_.resources = vmc_host_resources(p->cfg->linux_.resources);
+    int r = cgroup_create(&host, cgpath, &p->cg, err);
+    if (p->vm && host.linux_.resources)
+        json_object_put(host.linux_.resources);
+    return r;
 }
 
 int lifecycle_seccomp_cache(int rootfd)
@@ -463,6 +471,7 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
         /* A created container has never run its process: deleting it is
          * allowed (runc and crun do the same). */
         if (state_is_vm(st)) {
+            thaw(st); /* a paused VM's monitor must run to shut it down */
             if (vmc_stop(dirfd, st, err) < 0)
                 return -1;
             return lifecycle_destroy(rootfd, dirfd, st, NULL, err);

@@ -15,6 +15,7 @@
 #include "oci/state.h"
 #include "runtime/container.h"
 #include "runtime/lifecycle.h"
+#include "vm/vmc.h"
 
 /* Open and lock a container, check its status against `allowed` (a bit
  * mask of 1 << status), open its cgroup. Returns the locked dir fd. */
@@ -99,6 +100,11 @@ int container_update(const struct runtime *rt, const char *id, const char *resou
     }
     struct oci_config cfg = {0};
     cfg.linux_.resources = res;
+    if (state_is_vm(st)) {
+        cfg.linux_.resources = vmc_host_resources(res);
+        json_object_put(res);
+        res = cfg.linux_.resources;
+    }
     int r = cgroup_apply_resources(&cfg, &cg, err);
     cgroup_close(&cg);
     json_object_put(res);

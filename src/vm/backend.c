@@ -18,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "agent/proto.h"
+#include "cgroup/cgroup.h"
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/proc.h"
@@ -93,10 +94,15 @@ static unsigned hello_timeout(enum vmc_hypervisor hv)
 /* The monitor process, forked from `create`: never returns. */
 static void __attribute__((noreturn))
 monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int ready_fd,
-             const char *state_dir)
+             const char *state_dir, unsigned cpus, uint64_t memory_mib)
 {
     setsid();
     struct err *e = NULL;
+    /* The container's cgroup holds the monitor and, through it, the VMM. */
+    if (p->cg.path && cgroup_enter(&p->cg, 0, false, &e) < 0) {
+        dprintf(ready_fd, "1 %s", e->msg);
+        _exit(255);
+    }
     /* The locked state directory fd stays with `create`: a new one here
      * (flock belongs to the open file), so later commands can lock it. */
     int dirfd = open(state_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -124,7 +130,8 @@ monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int
     };
     char root[PATH_MAX];
     l.root = realpath(rt->root, root) ? root : rt->root;
-    vmc_size(p->cfg, &l.cpus, &l.memory_mib);
+    l.cpus = cpus;
+    l.memory_mib = memory_mib;
     l.timeout_ms = hello_timeout(l.hv);
     char *req = create_request(p->cfg);
     struct vmc_monitor_opts mo = {
@@ -140,6 +147,10 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     char root[PATH_MAX];
     if (realpath(rt->root, root) == NULL)
         return err_make(err, errno, "state root `%s`", rt->root);
+    unsigned cpus;
+    uint64_t memory_mib;
+    if (vmc_size(p->cfg, vmc_hypervisor_parse(rt->hypervisor), &cpus, &memory_mib, err) < 0)
+        return err_wrap(err, "VM container `%s`", o->id);
     cleanup_free char *state_dir = xasprintf("%s/%s", root, o->id);
     int fd = openat(p->dirfd, VMC_CREATED, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -156,7 +167,7 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     }
     if (pid == 0) {
         close(ready[0]);
-        monitor_main(rt, p, console_sock, ready[1], state_dir);
+        monitor_main(rt, p, console_sock, ready[1], state_dir, cpus, memory_mib);
     }
     close(ready[1]);
     char buf[1024];

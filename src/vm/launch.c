@@ -40,34 +40,6 @@ int vmc_hypervisor_parse(const char *name)
     return -1;
 }
 
-/* An integer member of a JSON object path like {"memory":{"limit":N}}. */
-static bool json_i64(struct json_object *o, const char *a, const char *b, int64_t *out)
-{
-    struct json_object *x, *y;
-    if (o == NULL || !json_object_object_get_ex(o, a, &x) ||
-        !json_object_object_get_ex(x, b, &y) || !json_object_is_type(y, json_type_int))
-        return false;
-    *out = json_object_get_int64(y);
-    return true;
-}
-
-void vmc_size(const struct oci_config *cfg, unsigned *cpus, uint64_t *memory_mib)
-{
-    struct json_object *res = cfg->linux_.resources;
-    int64_t limit, quota, period;
-    *memory_mib = 256;
-    if (json_i64(res, "memory", "limit", &limit) && limit > 0) {
-        uint64_t mib = ((uint64_t)limit + (1u << 20) - 1) >> 20;
-        *memory_mib = mib < 64 ? 64 : mib > 65536 ? 65536 : mib;
-    }
-    *cpus = 1;
-    if (json_i64(res, "cpu", "quota", &quota) && json_i64(res, "cpu", "period", &period) &&
-        quota > 0 && period > 0) {
-        int64_t n = (quota + period - 1) / period;
-        *cpus = n > VM_MAX_CPUS ? VM_MAX_CPUS : (unsigned)n;
-    }
-}
-
 /* In the child: stdin from /dev/null, stdout and stderr to the log, fd 3
  * the agent channel; die with the monitor. */
 static void child_stdio(int log_fd, int channel)

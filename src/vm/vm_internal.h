@@ -39,9 +39,11 @@ struct vmc_launch {
     unsigned timeout_ms;     /* how long the agent may take to be reachable */
 };
 
-/* Size the VM from config.json: memory limit (default 256 MiB) and cpus
- * (cpu quota/period or the cpuset, default 1). */
-void vmc_size(const struct oci_config *cfg, unsigned *cpus, uint64_t *memory_mib);
+/* Size the VM from config.json: guest memory is the memory limit minus the
+ * hypervisor's own overhead (default 256 MiB), vCPUs the cpu quota/period
+ * rounded up (default 1); <0 (*err) if the limit cannot hold a VM. */
+int vmc_size(const struct oci_config *cfg, enum vmc_hypervisor hv, unsigned *cpus,
+             uint64_t *memory_mib, struct err **err);
 
 /* Start the VM; *child gets the hypervisor process, *channel our end of the
  * agent channel (a connected stream socket: a socketpair for qemu's

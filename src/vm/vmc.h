@@ -17,6 +17,7 @@
 #include "runtime/container.h"
 
 struct err;
+struct json_object;
 struct oci_config;
 struct container_state;
 struct prepared;
@@ -36,6 +37,11 @@ int vmc_hypervisor_parse(const char *name);
 /* Whether a container of cfg runs in a VM: `--vm`, the binary called as
  * cocoon-vm, or the annotation run.oci.handler=vm. */
 bool vmc_wanted(const struct runtime *rt, const struct oci_config *cfg);
+
+/* linux.resources as they apply to a VM container's host cgroup (which
+ * holds its monitor and VMM): a new copy without the rules that belong to
+ * the guest's processes (devices, pids); NULL if res is NULL. */
+struct json_object *vmc_host_resources(struct json_object *res);
 
 /* `create` on the VM backend, after lifecycle_prepare: fork the monitor
  * and wait until the guest agent has created the process (or failed, then

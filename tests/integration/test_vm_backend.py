@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from cocoonlib import COCOON, TIMEOUT, needs_root, pid_alive, wait_for
+from cocoonlib import COCOON, TIMEOUT, cgroup_dirs, needs_root, pid_alive, wait_for
 from test_console import console_socket, receive_master  # noqa: F401 (a fixture)
 
 AGENT = os.path.join(os.path.dirname(COCOON), "agent", "cocoon-init")
@@ -297,4 +297,70 @@ def test_exec_tty_detach_needs_console_socket(cocoon, make_bundle, nothing_left)
     cocoon.ok("start", cid)
     cocoon.fail("exec", "--tty", "--detach", cid, "true", expect=["--console-socket"])
     cocoon.ok("delete", "--force", cid)
+    nothing_left()
+
+
+def _procs(d):
+    with open(os.path.join(d, "cgroup.procs")) as f:
+        return {int(x) for x in f.read().split()}
+
+
+def test_the_vm_lives_in_the_container_cgroup(cocoon, make_bundle, nothing_left):
+    """The monitor and what it runs (here the sandbox's agent and the
+    container's process) are in the container's cgroup, with the limits
+    that apply to a whole VM (memory, cpu) and without the guest-side ones
+    (pids, devices: a pids limit of 1 would keep the VMM from starting a
+    thread, a device rule would forbid its /dev/kvm); ps, pause, resume,
+    update and delete of a paused container act on all of it."""
+    cid = cocoon.id("vmcg")
+    b = make_bundle("sleep", "1000")
+    b.linux.setdefault("resources", {}).update({
+        "memory": {"limit": 512 << 20},
+        "pids": {"limit": 1},
+        "devices": [{"allow": False, "access": "rwm"}],
+    })
+    b.save()
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    pid = cocoon.state(cid)["pid"]
+    dirs = cocoon_cgroup_dirs(cocoon, cid)
+    assert dirs, "no cgroup for the VM container"
+    for d in dirs:
+        assert pid in _procs(d), f"the monitor {pid} is not in {d}"
+    mem = [d for d in dirs if os.path.exists(os.path.join(d, "memory.limit_in_bytes"))
+           or os.path.exists(os.path.join(d, "memory.max"))]
+    for d in mem:
+        f = "memory.limit_in_bytes" if "memory.limit_in_bytes" in os.listdir(d) else "memory.max"
+        assert int(open(os.path.join(d, f)).read()) == 512 << 20
+    for d in dirs:
+        if os.path.exists(os.path.join(d, "pids.max")):
+            assert open(os.path.join(d, "pids.max")).read().strip() == "max"
+    cocoon.ok("start", cid)
+    ps = json.loads(cocoon.ok("ps", "--format", "json", cid).out)
+    assert pid in ps and len(ps) >= 3, ps  # the monitor, the agent, sleep
+    cocoon.ok("update", "--memory", str(768 << 20), cid)
+    for d in mem:
+        f = "memory.limit_in_bytes" if "memory.limit_in_bytes" in os.listdir(d) else "memory.max"
+        assert int(open(os.path.join(d, f)).read()) == 768 << 20
+    cocoon.ok("pause", cid)
+    assert cocoon.status(cid) == "paused"
+    cocoon.ok("resume", cid)
+    r = cocoon("exec", cid, "echo", "after-resume")
+    assert r.rc == 0 and r.out == "after-resume\n", r
+    cocoon.ok("pause", cid)
+    cocoon.ok("delete", "--force", cid)  # a paused VM is thawed to be shut down
+    assert cocoon_cgroup_dirs(cocoon, cid) == []
+    nothing_left()
+
+
+def cocoon_cgroup_dirs(cocoon, cid):
+    return cgroup_dirs(cid, roots=(cocoon.root,))
+
+
+def test_memory_limit_too_small_for_a_vm(cocoon, make_bundle, nothing_left):
+    b = make_bundle("true")
+    b.linux.setdefault("resources", {})["memory"] = {"limit": 40 << 20}
+    b.save()
+    r = cocoon("create", "--bundle", b.path, cocoon.id("vmsmall"),
+               glob=("--vm", "--hypervisor", "qemu"))
+    assert r.rc == 1 and "memory.limit 41943040 bytes is too small for a VM" in r.err, r
     nothing_left()
