@@ -116,6 +116,7 @@ int main(int argc, char **argv)
     }
     if (log_init(log_path, fmt, debug, &err) < 0) {
         log_report_error(err->msg);
+        err_free(&err);
         return 1;
     }
     if (optind >= argc) {
