@@ -186,7 +186,7 @@ def test_cocoon_hypervisor_needs_native_guest_mode(cocoon, make_bundle, nothing_
     clearly and leaves nothing; where it is native, a kernel must exist."""
     check = subprocess.run([COCOON, "vm", "check", "--quiet"], capture_output=True)
     if check.returncode == 0:
-        pytest.skip("guest kernel mode is native here: the full path is tested in tests/guest")
+        pytest.skip("guest kernel mode is native here: the full path is tested in test_vm_guest.py")
     b = make_bundle("true")
     b.save()
     r = cocoon("run", "--bundle", b.path, cocoon.id("vmhw"), glob=("--vm",))
