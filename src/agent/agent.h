@@ -40,6 +40,7 @@ struct agent {
     struct agent_buf in, out;    /* frames from and to the host */
     int sig_fd;                  /* signalfd for SIGCHLD */
     int root_fd;                 /* the container's root directory */
+    int shared_fd;               /* where the host puts tools for attach, or -1 */
     int pts_fd;                  /* ROOT/dev/pts once the root is set up, or -1 */
     bool root_ready;
     bool created;                /* CREATE succeeded */
@@ -84,9 +85,19 @@ int agent_root_setup(struct agent *a, struct err **err);
 /* Fork the process of p into the container root with its stdio (pipes or a
  * pty) wired to pr. hold: it waits, set up, for agent_proc_start (CREATE);
  * else it runs at once (EXEC). Returns once it is set up (hold) or has
- * exec'd; on failure nothing of it is left. */
+ * exec'd; on failure nothing of it is left. attach_tools: the name of a
+ * tools directory in the shared directory: the process is an attach
+ * session (agent_attach_enter) instead of a chroot into the container. */
 int agent_proc_spawn(struct agent *a, struct agent_proc *pr, const struct oci_process *p,
-                     bool hold, struct err **err);
+                     bool hold, const char *attach_tools, struct err **err);
+
+/* In a process about to run an attach command: a mount namespace of its
+ * own with the tools at tools_fd as `/` and the container's root (root_fd)
+ * at /var/lib/cntr, with its /proc, /dev, /sys and /etc files. */
+int agent_attach_enter(int root_fd, int tools_fd, struct err **err);
+
+/* An O_PATH fd of the tools directory `name` in the shared directory. */
+int agent_attach_tools(const struct agent *a, const char *name, struct err **err);
 
 /* Run a held process (START); errors up to its exec come back in *err. */
 int agent_proc_start(struct agent_proc *pr, struct err **err);

@@ -31,12 +31,13 @@
 #define RUN_DIR "/run/cocoon"
 #define ROOTFS_DIR RUN_DIR "/rootfs"
 #define LOWER_DIR RUN_DIR "/lower"
+#define SHARED_DIR RUN_DIR "/shared" /* tools for attach, put there by the host */
 #define RW_DIR RUN_DIR "/rw"
 
 void agent_init(struct agent *a)
 {
     memset(a, 0, sizeof(*a));
-    a->listen_fd = a->chan = a->sig_fd = a->root_fd = a->pts_fd = -1;
+    a->listen_fd = a->chan = a->sig_fd = a->root_fd = a->pts_fd = a->shared_fd = -1;
 }
 
 /* The cocoon.* parameters of the kernel command line. */
@@ -46,6 +47,7 @@ struct boot_params {
     char fstype[PARAM_MAX];    /* cocoon.rootfstype: erofs, ext4 or virtiofs */
     char flags[PARAM_MAX];     /* cocoon.rootflags: mount data (e.g. dax) */
     bool overlay;              /* cocoon.overlay=1 */
+    char shared[PARAM_MAX];    /* cocoon.shared: the virtio-fs tag of the host's share */
 };
 
 static int mkdir_p(const char *path, mode_t mode, struct err **err)
@@ -125,7 +127,8 @@ static int read_params(struct boot_params *bp, struct err **err)
         if (!param(s, n, "cocoon.channel=", bp->channel) &&
             !param(s, n, "cocoon.root=", bp->root) &&
             !param(s, n, "cocoon.rootfstype=", bp->fstype) &&
-            !param(s, n, "cocoon.rootflags=", bp->flags))
+            !param(s, n, "cocoon.rootflags=", bp->flags) &&
+            !param(s, n, "cocoon.shared=", bp->shared))
             param(s, n, "cocoon.overlay=", overlay);
         s += n;
     }
@@ -249,6 +252,13 @@ int agent_boot_vm(struct agent *a, struct err **err)
     a->root_fd = open(ROOTFS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (a->root_fd < 0)
         return err_make(err, errno, "open the container root " ROOTFS_DIR);
+    if (bp.shared[0]) {
+        if (mount_at(bp.shared, SHARED_DIR, "virtiofs", MS_NOSUID | MS_NODEV, NULL, err) < 0)
+            return err_wrap(err, "cocoon.shared=%s", bp.shared);
+        a->shared_fd = open(SHARED_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (a->shared_fd < 0)
+            return err_make(err, errno, "open " SHARED_DIR);
+    }
     if (str_has_prefix(bp.channel, "vsock:"))
         return open_vsock(a, bp.channel + 6, err);
     if (bp.channel[0] != '/')
@@ -280,6 +290,7 @@ static int host_world(int rootfd, struct err **err)
         return err_make(err, errno, "mount a tmpfs on " STAGE_DIR);
     if (mkdir_p(STAGE_DIR "/dev", 0755, err) < 0 || mkdir_p(STAGE_DIR "/proc", 0555, err) < 0 ||
         mkdir_p(STAGE_DIR ROOTFS_DIR, 0755, err) < 0 ||
+        mkdir_p(STAGE_DIR SHARED_DIR, 0700, err) < 0 ||
         mkdir_p(STAGE_DIR "/oldroot", 0700, err) < 0)
         return -1;
     char src[64], dst[64];
@@ -336,6 +347,11 @@ int agent_boot_host(struct agent *a, int chan_fd, const char *root, const char *
     a->root_fd = open(ROOTFS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (a->root_fd < 0)
         return err_make(err, errno, "open the container root " ROOTFS_DIR);
+    /* The host mounts attach tools here from outside (setns into our mount
+     * namespace: cocoon's sandbox hypervisor). */
+    a->shared_fd = open(SHARED_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (a->shared_fd < 0)
+        return err_make(err, errno, "open " SHARED_DIR);
     if (hostname && *hostname && sethostname(hostname, strlen(hostname)) < 0)
         return err_make(err, errno, "--hostname `%s`", hostname);
     int fl = fcntl(chan_fd, F_GETFL);

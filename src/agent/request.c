@@ -83,6 +83,27 @@ static int parse_hostname(struct json_object *root, const char *name, bool creat
     return 0;
 }
 
+/* The optional "attach" member: {"tools": NAME}; 0 or -1 with *err. */
+static int parse_attach(struct json_object *root, const char *name, bool create, char **out,
+                        struct err **err)
+{
+    struct json_object *at, *t;
+    if (!json_object_object_get_ex(root, "attach", &at) || at == NULL)
+        return 0;
+    if (create)
+        return err_input(err, "%s: `attach` is only for EXEC", name);
+    if (!json_object_is_type(at, json_type_object) ||
+        !json_object_object_get_ex(at, "tools", &t) || !json_object_is_type(t, json_type_string))
+        return err_input(err, "%s: `attach` must be {\"tools\": NAME}", name);
+    const char *s = json_object_get_string(t);
+    size_t n = (size_t)json_object_get_string_len(t);
+    if (n == 0 || n > 255 || strlen(s) != n || strchr(s, '/') || strcmp(s, ".") == 0 ||
+        strcmp(s, "..") == 0)
+        return err_input(err, "%s: `attach.tools` must be a plain name of 1 to 255 bytes", name);
+    *out = xstrdup(s);
+    return 0;
+}
+
 int agent_request_parse(const uint8_t *data, size_t len, bool create, struct agent_request *out,
                         struct err **err)
 {
@@ -102,7 +123,8 @@ int agent_request_parse(const uint8_t *data, size_t len, bool create, struct age
         err_input(err, "%s: `process` must be an object", name);
         goto out;
     }
-    if (parse_hostname(root, name, create, &out->hostname, err) < 0)
+    if (parse_hostname(root, name, create, &out->hostname, err) < 0 ||
+        parse_attach(root, name, create, &out->attach_tools, err) < 0)
         goto out;
     /* Hand the process object to the OCI parser as text: one parser, one
      * set of checks for config.json, `exec --process` and the agent. */
@@ -126,6 +148,8 @@ void agent_request_free(struct agent_request *r)
 {
     oci_process_free(r->process);
     free(r->hostname);
+    free(r->attach_tools);
     r->process = NULL;
     r->hostname = NULL;
+    r->attach_tools = NULL;
 }

@@ -1,6 +1,6 @@
 /* The JSON payload of CREATE and EXEC requests (proto.h):
  * {"process": <OCI process object>, "hostname": "..."}; hostname only in
- * CREATE. Kept apart from the agent's loop so the fuzzer can call it. */
+ * CREATE; "attach": {"tools": NAME} only in EXEC. Kept apart from the agent's loop so the fuzzer can call it. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -12,6 +12,8 @@ struct oci_process;
 struct agent_request {
     struct oci_process *process; /* checked by oci_process_parse */
     char *hostname;              /* NULL if absent; 1..64 bytes, no NUL or '/' */
+    char *attach_tools;          /* EXEC only, "attach": {"tools": NAME}: NAME in the
+                                  * shared directory; 1..255 bytes, not . or .., no '/' */
 };
 
 /* Parse a CREATE (create = true) or EXEC request of len bytes. Returns 0 with

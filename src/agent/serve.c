@@ -222,7 +222,7 @@ static void do_spawn(struct agent *a, const struct agent_hdr *h, const uint8_t *
     struct agent_proc *p = NULL;
     if (r == 0) {
         p = proc_new(a, h->proc);
-        r = agent_proc_spawn(a, p, rq.process, create, &e);
+        r = agent_proc_spawn(a, p, rq.process, create, rq.attach_tools, &e);
         if (r < 0)
             proc_free(a, p);
     }

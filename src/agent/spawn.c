@@ -32,6 +32,7 @@
 struct child_args {
     const struct oci_process *p;
     int root_fd;
+    int tools_fd; /* an attach session's tools, or -1 */
     int stdio[3];
     int sync_fd;  /* write end */
     int start_fd; /* read end, or -1: exec at once */
@@ -97,7 +98,10 @@ __attribute__((noreturn)) static void child_main(const struct child_args *c)
         }
         close(fd);
     }
-    if (fchdir(c->root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0) {
+    if (c->tools_fd >= 0) {
+        if (agent_attach_enter(c->root_fd, c->tools_fd, &err) < 0)
+            child_fail(c->sync_fd, err);
+    } else if (fchdir(c->root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0) {
         err_make(&err, errno, "enter the container root");
         child_fail(c->sync_fd, err);
     }
@@ -197,7 +201,7 @@ static int open_pty(struct agent *a, const struct oci_process *p, int *master, i
 }
 
 int agent_proc_spawn(struct agent *a, struct agent_proc *pr, const struct oci_process *p,
-                     bool hold, struct err **err)
+                     bool hold, const char *attach_tools, struct err **err)
 {
     /* Agent ends (ours) and child ends (theirs), closed on every return. */
     cleanup_close int sync_r = -1, sync_w = -1, start_r = -1, start_w = -1;
@@ -212,7 +216,10 @@ int agent_proc_spawn(struct agent *a, struct agent_proc *pr, const struct oci_pr
             return err_make(err, errno, "pipe");
         start_r = fds[0], start_w = fds[1];
     }
-    struct child_args c = {.p = p, .root_fd = a->root_fd, .sync_fd = sync_w,
+    cleanup_close int tools = -1;
+    if (attach_tools && (tools = agent_attach_tools(a, attach_tools, err)) < 0)
+        return -1;
+    struct child_args c = {.p = p, .root_fd = a->root_fd, .tools_fd = tools, .sync_fd = sync_w,
                            .start_fd = start_r};
     if (p->terminal) {
         if (open_pty(a, p, &master, &slave, err) < 0)

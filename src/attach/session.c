@@ -25,6 +25,7 @@
 #include "ns/sync.h"
 #include "oci/config.h"
 #include "runtime/lifecycle.h"
+#include "vm/vmc.h"
 
 /* A pty on the host's devpts: the container's /dev/pts gets no new entry. */
 static int open_pty(int *master, int *slave, struct err **err)
@@ -63,6 +64,10 @@ int attach_run(const struct runtime *rt, const struct attach_opts *o, int *statu
     pid_t pid = -1;
     void *saved_tty = NULL;
     sigset_t mask, old;
+    /* A VM container: the agent in its VM builds the session. */
+    int vr = o->id ? vmc_attach_id(rt, o, status, err) : 1;
+    if (vr <= 0)
+        return vr;
     lifecycle_forward_mask(&mask);
     sigprocmask(SIG_BLOCK, NULL, &old);
     if (attach_target_open(rt, o, &t, err) < 0)

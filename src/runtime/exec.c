@@ -231,7 +231,7 @@ int container_exec(const struct runtime *rt, const struct exec_opts *o, int *sta
         return -1;
     }
     if (state_is_vm(st)) {
-        cleanup_free char *req = vmc_process_json(proc);
+        cleanup_free char *req = vmc_process_json(proc, NULL);
         struct vmc_exec_opts vo = {
             .process_json = req, .tty = proc->terminal, .detach = o->detach,
             .pid_file = o->pid_file, .console_socket = o->console_socket,

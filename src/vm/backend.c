@@ -156,6 +156,15 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     if (fd < 0)
         return err_make(err, errno, "create %s/%s", state_dir, VMC_CREATED);
     close(fd);
+    const char *hv = rt->hypervisor ? rt->hypervisor : "cocoon";
+    fd = openat(p->dirfd, VMC_HYPERVISOR_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write_all(fd, hv, strlen(hv)) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return err_make(err, e, "write %s/%s", state_dir, VMC_HYPERVISOR_FILE);
+    }
+    close(fd);
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) < 0)
         return err_make(err, errno, "pipe");

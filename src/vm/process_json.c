@@ -15,7 +15,7 @@ static struct json_object *str_array(char **v)
     return a;
 }
 
-char *vmc_process_json(const struct oci_process *p)
+char *vmc_process_json(const struct oci_process *p, const char *attach_tools)
 {
     struct json_object *o = json_object_new_object(), *u = json_object_new_object();
     json_object_object_add(o, "terminal", json_object_new_boolean(p->terminal));
@@ -65,6 +65,11 @@ char *vmc_process_json(const struct oci_process *p)
     json_object_object_add(o, "noNewPrivileges", json_object_new_boolean(p->no_new_privileges));
     struct json_object *req = json_object_new_object();
     json_object_object_add(req, "process", o);
+    if (attach_tools) {
+        struct json_object *at = json_object_new_object();
+        json_object_object_add(at, "tools", json_object_new_string(attach_tools));
+        json_object_object_add(req, "attach", at);
+    }
     char *s = xstrdup(json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN));
     json_object_put(req);
     return s;

@@ -60,8 +60,9 @@ int vmc_kill(int dirfd, const struct container_state *st, int sig, bool all,
 /* Stop the VM and wait until the monitor is gone (`delete`). */
 int vmc_stop(int dirfd, const struct container_state *st, struct err **err);
 
-/* The agent's EXEC request for process p: {"process": {...}}. */
-char *vmc_process_json(const struct oci_process *p);
+/* The agent's EXEC request for process p: {"process": {...}}, plus
+ * "attach": {"tools": NAME} for an attach session (attach_tools not NULL). */
+char *vmc_process_json(const struct oci_process *p, const char *attach_tools);
 
 /* `exec` into a running VM container. */
 struct vmc_exec_opts {
@@ -78,6 +79,23 @@ struct vmc_exec_opts {
  * it (0 with detach). */
 int vmc_exec(int dirfd, const struct container_state *st, const struct vmc_exec_opts *o,
              int *status, struct err **err);
+
+/* The file in a VM container's state directory naming its hypervisor. */
+#define VMC_HYPERVISOR_FILE "vm.hypervisor"
+
+struct attach_opts;
+
+/* `cocoon attach` of a VM container: the tools directory is made visible
+ * to the agent (mounted into its shared directory) and the agent runs the
+ * command with the tools as `/` and the container's root at /var/lib/cntr;
+ * this process relays its stdio like `exec`. *status: the command's. */
+int vmc_attach(int dirfd, const struct container_state *st, const struct attach_opts *o,
+               int *status, struct err **err);
+
+/* `cocoon attach ID`: if ID is a VM container, attach to it (vmc_attach)
+ * and return 0 (or -1, *err); 1 if it is not one (the caller goes on). */
+int vmc_attach_id(const struct runtime *rt, const struct attach_opts *o, int *status,
+                  struct err **err);
 
 /* Connect to guest vsock port `port` through a cocoon VMM's vsock socket
  * `uds` (`CONNECT <port>` / `OK ...`), trying again while the socket is

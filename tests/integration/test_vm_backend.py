@@ -364,3 +364,40 @@ def test_memory_limit_too_small_for_a_vm(cocoon, make_bundle, nothing_left):
                glob=("--vm", "--hypervisor", "qemu"))
     assert r.rc == 1 and "memory.limit 41943040 bytes is too small for a VM" in r.err, r
     nothing_left()
+
+
+def test_attach_into_the_vm(cocoon, make_bundle, tmp_path, nothing_left):
+    """attach on a VM container: the agent builds the session inside the VM
+    (here the sandbox): the tools are `/`, the container's files at
+    /var/lib/cntr, /proc is the guest's; the container sees no change and
+    no tools mount is left in the guest."""
+    tools = tmp_path / "tools"
+    cid = cocoon.id("vmatt")
+    b = make_bundle("sh", "-c", "echo inside > /tmp/made-by-container; exec sleep 1000")
+    b.config["hostname"] = "attached"
+    b.save()
+    # The tools: a copy of the bundle's busybox (a "fat" image of our own).
+    import shutil
+    shutil.copytree(b.rootfs, tools, symlinks=True)
+    (tools / "TOOLS-MARKER").write_text("fat\n")
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    cocoon.ok("start", cid)
+    wait_for(lambda: cocoon("exec", cid, "cat", "/tmp/made-by-container").out == "inside\n",
+             "the container's first write")
+    before = cocoon("exec", cid, "cat", "/proc/self/mountinfo").out
+    r = cocoon("attach", "--tools", str(tools), cid, "--", "sh", "-c",
+               "cat /TOOLS-MARKER; cat /var/lib/cntr/tmp/made-by-container; hostname; "
+               "ls /proc | grep -c '^[0-9]'; cat /proc/1/comm")
+    assert r.rc == 0, r
+    lines = r.out.split("\n")
+    assert lines[0] == "fat" and lines[1] == "inside" and lines[2] == "attached", r
+    assert lines[4] in ("init", "cocoon-init"), r  # the guest's PID 1: the agent
+    r = cocoon("attach", "--tools", str(tools), cid, "--", "sh", "-c", "exit 7")
+    assert r.rc == 7, r
+    after = cocoon("exec", cid, "cat", "/proc/self/mountinfo").out
+    assert [l.split()[4] for l in before.splitlines()] == \
+           [l.split()[4] for l in after.splitlines()], "the container's mounts changed"
+    cocoon.fail("attach", "--tools", str(tmp_path / "nope"), cid, "--", "true",
+                expect=["nope"])
+    cocoon.ok("delete", "--force", cid)
+    nothing_left()

@@ -1,0 +1,54 @@
+/* attach inside a VM container (the Cntr idea, guest side): an EXEC whose
+ * process runs with the tool set as `/` and the container's root at
+ * /var/lib/cntr, the same root attach builds on a host
+ * (attach/rootfs.c: attach_rootfs_build). The tools reach the agent in its
+ * shared directory: a virtio-fs share in a VM (cocoon.shared=TAG), a
+ * directory the host mounts into in the sandbox. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "attach/internal.h"
+#include "common/err.h"
+#include "common/util.h"
+#include "ns/mount_api.h"
+
+/* A detached recursive private clone of the tree at fd. */
+static int clone_tree(int fd, const char *what, struct err **err)
+{
+    int t = sys_open_tree(fd, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH |
+                                      OPEN_TREE_CLOEXEC);
+    if (t < 0)
+        return err_make(err, errno, "clone %s", what);
+    struct mount_attr attr = {.propagation = MS_PRIVATE};
+    if (sys_mount_setattr(t, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
+        int e = errno;
+        close(t);
+        return err_make(err, e, "make %s private", what);
+    }
+    return t;
+}
+
+int agent_attach_enter(int root_fd, int tools_fd, struct err **err)
+{
+    struct attach_trees tr = {.tools = -1, .ctree = -1, .cwd = NULL};
+    tr.tools = clone_tree(tools_fd, "the tools", err);
+    if (tr.tools >= 0)
+        tr.ctree = clone_tree(root_fd, "the container's root", err);
+    int r = tr.ctree < 0 ? -1 : attach_rootfs_build(&tr, err);
+    attach_trees_close(&tr);
+    return r;
+}
+
+int agent_attach_tools(const struct agent *a, const char *name, struct err **err)
+{
+    if (a->shared_fd < 0)
+        return err_make(err, ENOENT, "attach: this VM has no shared directory for tools");
+    int fd = openat(a->shared_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return err_make(err, errno, "attach: tools `%s` in the shared directory", name);
+    return fd;
+}
