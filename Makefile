@@ -58,6 +58,7 @@ asan:
 bench: deps build
 	$(PYTHON) bench/run.py --cocoon $(COCOON)
 	$(PYTHON) bench/vm.py --cocoon $(COCOON)
+	$(PYTHON) bench/virtio.py --cocoon $(COCOON)
 	$(PYTHON) bench/attach.py --cocoon $(COCOON)
 	$(PYTHON) bench/fs.py --cocoon $(COCOON)
 	$(PYTHON) bench/kernel.py

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
-"""virtio-vsock throughput through cocoon's userspace device (not part of
-`make bench`; it writes nothing to docs/SPEC.md).
+"""virtio-vsock throughput through cocoon's userspace device. Run alone it
+prints its figures and writes nothing; `make bench` takes the same two
+measurements (echo_run, guest_to_host_run) through bench/virtio.py, which
+writes them into docs/SPEC.md's virtio section.
 
     /usr/bin/python3 bench/vsock.py --cocoon build/src/cocoon [--mib 64] [--runs 3]
 

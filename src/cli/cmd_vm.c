@@ -25,6 +25,7 @@ static const struct option run_opts[] = {
     {"rng", no_argument, NULL, 'R'}, {"disk", required_argument, NULL, 'D'},
     {"virtio-console", required_argument, NULL, 'V'}, {"pmem", required_argument, NULL, 'P'},
     {"net", required_argument, NULL, 'E'}, {"vsock", required_argument, NULL, 'S'},
+    {"fs", required_argument, NULL, 'F'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -34,7 +35,8 @@ static const char run_usage[] =
     "[--console stdio|none|file:PATH] [--hugepages] [--ksm] [--no-map-kernel] [--no-pit] "
     "[--timeout SECONDS] [--rng] [--disk PATH[,ro][,direct][,serial=ID]]... "
     "[--pmem PATH[,shared]]... [--net tap=NAME[,mac=MAC][,netns=PATH]]... [--vsock cid=N,uds=PATH] "
-    "[--virtio-console stdio|file:PATH|socket:PATH]";
+    "[--virtio-console BACKEND[,port=NAME:BACKEND]...] (BACKEND: stdio|none|file:PATH|socket:PATH) "
+    "[--fs tag=TAG,dir=PATH[,queues=N][,ro][,FS OPTIONS]]...";
 
 /* Files opened while parsing, closed when the command ends. */
 struct run_files {
@@ -123,6 +125,10 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg, struct run_fi
             break;
         case 'S':
             if (vm_opt_vsock(cfg, optarg, err) < 0)
+                return -1;
+            break;
+        case 'F':
+            if (vm_opt_fs(cfg, optarg, err) < 0)
                 return -1;
             break;
         case 'V':

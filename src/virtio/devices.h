@@ -4,6 +4,7 @@
 #pragma once
 #include <stdbool.h>
 
+#include "fs/fs.h"
 #include "virtio/virtio.h"
 
 struct err;
@@ -21,12 +22,29 @@ struct virtio_blk_opts {
 /* virtio-blk backed by a raw file. */
 int virtio_blk_create(const struct virtio_blk_opts *o, struct virtio_dev **out, struct err **err);
 
-struct virtio_console_opts {
-    int in_fd, out_fd;      /* host side of the console port (-1: none) */
-    const char *socket;     /* or: listen on this Unix socket, one client at a time */
+/* Ports of one virtio-console: port 0 and up to 6 more (MULTIPORT), each
+ * with a receive and a transmit queue, plus the two control queues. */
+#define VIRTIO_CONSOLE_MAX_PORTS (VIRTIO_MAX_QUEUES / 2 - 1)
+#define VIRTIO_CONSOLE_NAME_MAX 63
+
+/* An extra port's host side: one of socket, file, stdio; none of them: a
+ * port with no host side (what the guest writes is dropped). */
+struct virtio_console_port_opts {
+    const char *name;       /* PORT_NAME: /sys/class/virtio-ports/vportNpM/name in a guest */
+    const char *socket;     /* listen on this Unix socket, one client at a time */
+    const char *file;       /* or: the guest's output goes to this file (created, truncated) */
+    bool stdio;             /* or: stdin and stdout */
 };
 
-/* virtio-console with one port. */
+struct virtio_console_opts {
+    int in_fd, out_fd;      /* host side of the console port, port 0 (-1: none) */
+    const char *socket;     /* or: listen on this Unix socket, one client at a time */
+    unsigned n_ports;       /* extra ports (ports 1..n_ports); any: MULTIPORT is offered */
+    struct virtio_console_port_opts ports[VIRTIO_CONSOLE_MAX_PORTS - 1];
+};
+
+/* virtio-console: port 0 is the console (hvc0 in a Linux guest); extra
+ * ports are named, and announced over the control queues (MULTIPORT). */
 int virtio_console_create(const struct virtio_console_opts *o, struct virtio_dev **out,
                           struct err **err);
 
@@ -64,3 +82,17 @@ struct virtio_vsock_opts {
  * from now on (the socket is removed when the device is destroyed). */
 int virtio_vsock_create(const struct virtio_vsock_opts *o, struct virtio_dev **out,
                         struct err **err);
+
+/* Request queues a virtio-fs device offers at most (all served by the event thread). */
+#define VIRTIO_FS_MAX_QUEUES 4
+
+struct virtio_fs_opts {
+    const char *tag;        /* what the guest mounts (mount -t virtiofs TAG): 1..36 bytes */
+    const char *dir;        /* the host directory shared */
+    unsigned queues;        /* request queues, 1..VIRTIO_FS_MAX_QUEUES (0: 1) */
+    struct fs_options fs;   /* id maps, timeouts, ro, max_pages, writeback (see docs/virtio.md) */
+};
+
+/* virtio-fs: the FUSE core (src/fs) serving dir to the guest over virtqueues
+ * (no DAX window yet). */
+int virtio_fs_create(const struct virtio_fs_opts *o, struct virtio_dev **out, struct err **err);

@@ -15,7 +15,8 @@ struct guest_mem;
 struct evloop;
 struct virtio_dev;
 
-#define VIRTIO_MAX_QUEUES 8
+/* 16: a virtio-console with 7 ports takes 2 per port plus 2 for control */
+#define VIRTIO_MAX_QUEUES 16
 #define VIRTIO_CONFIG_MAX 256
 #define VIRTIO_MMIO_SIZE 0x1000u
 

@@ -29,6 +29,7 @@ static int create_one(struct vm *vm, const struct vm_device *spec, struct virtio
     case VM_DEV_CONSOLE: return virtio_console_create(&spec->console, d, err);
     case VM_DEV_NET: return virtio_net_create(&spec->net, d, err);
     case VM_DEV_VSOCK: return virtio_vsock_create(&spec->vsock, d, err);
+    case VM_DEV_FS: return virtio_fs_create(&spec->fs, d, err);
     }
     return err_input(err, "unknown device kind %d", (int)spec->kind);
 }

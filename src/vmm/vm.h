@@ -37,6 +37,7 @@ struct vm_exit {
 
 enum vm_device_kind {
     VM_DEV_RNG, VM_DEV_BLK, VM_DEV_CONSOLE, VM_DEV_PMEM, VM_DEV_NET, VM_DEV_VSOCK,
+    VM_DEV_FS,
 };
 
 /* A virtio device to add; the kind says which options apply. */
@@ -47,6 +48,7 @@ struct vm_device {
     struct virtio_pmem_opts pmem;       /* gpa and slot are chosen by the VMM */
     struct virtio_net_opts net;
     struct virtio_vsock_opts vsock;
+    struct virtio_fs_opts fs;
 };
 
 struct vm_config {

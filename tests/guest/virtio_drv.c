@@ -13,7 +13,7 @@ struct gv_qmem {
     uint8_t used[6 + 8 * GV_QSIZE + 2] __attribute__((aligned(4096)));
     struct vring_desc ind[GV_QSIZE][16] __attribute__((aligned(16)));
 };
-static struct gv_qmem qmem[GV_MAX_DEVS][4];
+static struct gv_qmem qmem[GV_MAX_DEVS][GV_MAX_QUEUES];
 int gv_hold_used_event;
 
 static uint64_t parse_hex(const char **p)
@@ -116,6 +116,7 @@ void gv_init(struct gv_dev *d, uint64_t want, unsigned nq)
     gv_write32(d, VIRTIO_MMIO_STATUS, st);
     G_CHECK(gv_read32(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK,
             "device refused features %lx", d->features);
+    G_CHECK(nq <= GV_MAX_QUEUES, "%u queues: the test driver has room for %u", nq, GV_MAX_QUEUES);
     for (unsigned qi = 0; qi < nq; qi++) {
         struct gv_qmem *m = &qmem[dev_index(d)][qi];
         struct gv_queue *q = &d->q[qi];

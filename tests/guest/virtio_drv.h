@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #define GV_MAX_DEVS 11
+#define GV_MAX_QUEUES 8          /* a console with 3 ports needs 8 */
 #define GV_QSIZE 64
 
 struct gv_queue {
@@ -22,7 +23,7 @@ struct gv_dev {
     unsigned irq;
     uint32_t id;
     uint64_t features;           /* negotiated */
-    struct gv_queue q[4];
+    struct gv_queue q[GV_MAX_QUEUES];
 };
 
 /* A buffer in a request: device-readable (writable = 0) or writable. */

@@ -1,0 +1,234 @@
+/* virtio-fs (virtio 1.2 section 5.11, device id 26): cocoon's FUSE protocol
+ * core (src/fs) served over virtqueues. Queue 0 is hiprio (FORGET,
+ * BATCH_FORGET, INTERRUPT; anything else there is refused), queues 1..N
+ * carry every request. A request is one descriptor chain: the
+ * device-readable part holds struct fuse_in_header and the op's body (a
+ * WRITE's data after it), the writable part receives struct
+ * fuse_out_header and the reply.
+ *
+ * The readable part is copied out of guest memory before anything looks at
+ * it (a guest could change a name between its check and its use); replies
+ * go straight into the guest's buffers (READ data with preadv), except for
+ * chains scattered over more segments than the core fills at once, which
+ * are answered through a bounce buffer. The session has no transport hooks,
+ * so the core never offers FUSE_PASSTHROUGH (there is no /dev/fuse to
+ * register backing files with), and it always keeps POSIX locks in the
+ * guest kernel: SETLKW is refused, since a wait would stall the event
+ * thread. Everything runs on the event thread. A device reset or a
+ * FUSE_DESTROY starts a fresh session (the next driver sends INIT again). */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/virtio_fs.h>
+#include <linux/virtio_ids.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "fs/fuse_abi.h"
+#include "virtio/devices.h"
+
+#define Q_HIPRIO 0
+#define FS_TAG_MAX ((size_t)sizeof(((struct virtio_fs_config *)0)->tag))
+/* A READ of max_pages pages is max_pages + a few segments (headers): it
+ * must fit a chain (VIRTQ_CHAIN_MAX) or the queue would need a reset. */
+#define FS_PAGES_MAX (VIRTQ_CHAIN_MAX - 8)
+/* The core fills at most this many reply segments of one READ itself. */
+#define FS_DIRECT_SEGS 64
+_Static_assert(VIRTIO_FS_MAX_QUEUES < VIRTIO_MAX_QUEUES, "hiprio + request queues");
+
+struct vfs {
+    struct virtio_dev dev;
+    int rootfd;              /* O_PATH of the shared directory */
+    struct fs_options opt;
+    struct fs_session *s;    /* NULL if starting a new one failed */
+    bool used;               /* s has seen a request */
+    bool fresh;              /* the driver reset the device: the next request starts anew */
+    size_t req_max;          /* the largest request (fs_session_bufsize) */
+    uint8_t *req;            /* the request, copied out of the guest */
+    uint8_t *bounce;         /* replies to very scattered chains (allocated when needed) */
+    struct fuse_out_header scratch; /* "reply" room for requests that take none */
+    struct virtq_chain chain;
+};
+
+/* Drop the session and start a new one on the same directory. */
+static void session_restart(struct vfs *v)
+{
+    fs_session_free(v->s);
+    v->s = NULL;
+    v->used = false;
+    struct err *e = NULL;
+    if (fs_session_new(v->rootfd, &v->opt, NULL, &v->s, &e) < 0) {
+        log_warn("virtio-fs: %s; requests fail with EIO until a device reset", e->msg);
+        err_free(&e);
+    }
+}
+
+static bool op_noreply(uint32_t opcode)
+{
+    return opcode == FUSE_FORGET || opcode == FUSE_BATCH_FORGET || opcode == FUSE_INTERRUPT;
+}
+
+/* Answer with a bare error header, if the chain has room for one. */
+static uint32_t reply_error(const struct virtq_chain *c, uint64_t unique, int e)
+{
+    struct fuse_out_header oh = {.len = sizeof(oh), .error = -e, .unique = unique};
+    if (c->in_len < sizeof(oh))
+        return 0;
+    return (uint32_t)virtq_write(c, 0, &oh, sizeof(oh));
+}
+
+/* Run the copied request through the core; returns the used length. */
+static uint32_t handle(struct vfs *v, const struct virtq_chain *c, size_t len, bool noreply)
+{
+    struct iovec one = {&v->scratch, sizeof(v->scratch)};
+    const struct iovec *out = c->n_in ? c->in : &one;
+    int cnt = c->n_in ? (int)c->n_in : 1;
+    bool bounced = c->n_in > FS_DIRECT_SEGS;
+    if (bounced) {
+        if (v->bounce == NULL)
+            v->bounce = xmalloc(v->req_max);
+        one = (struct iovec){v->bounce, c->in_len < v->req_max ? (size_t)c->in_len : v->req_max};
+        out = &one;
+        cnt = 1;
+    }
+    v->used = true;
+    ssize_t n = fs_session_handle(v->s, v->req, len, out, cnt);
+    if (fs_session_destroyed(v->s))
+        session_restart(v); /* the reply is written: the next mount sends INIT */
+    if (n <= 0 || noreply || c->n_in == 0)
+        return 0;
+    if (bounced)
+        virtq_write(c, 0, v->bounce, (uint64_t)n);
+    return (uint32_t)n;
+}
+
+/* Serve one chain of queue `hiprio` or a request queue. */
+static uint32_t serve(struct vfs *v, struct virtq_chain *c, bool hiprio)
+{
+    struct fuse_in_header h;
+    if (c->out_len < sizeof(h))
+        return 0; /* not even a header: nothing to answer */
+    if (c->out_len > v->req_max) {
+        /* Larger than any request the session takes: answered, not read. */
+        virtq_read(c, 0, &h, sizeof(h));
+        return op_noreply(h.opcode) ? 0 : reply_error(c, h.unique, EINVAL);
+    }
+    /* From here on only the device's own copy is looked at. */
+    size_t len = (size_t)virtq_read(c, 0, v->req, c->out_len);
+    memcpy(&h, v->req, sizeof(h));
+    bool noreply = op_noreply(h.opcode);
+    if (!noreply && c->in_len < sizeof(struct fuse_out_header))
+        return 0; /* no room for an answer: not executed either */
+    if (hiprio && !noreply)
+        return reply_error(c, h.unique, EINVAL); /* hiprio is for FORGET and INTERRUPT only */
+    if (h.opcode == FUSE_SETLKW)
+        return reply_error(c, h.unique, ENOSYS); /* a wait would stall the event thread */
+    if (v->fresh) {
+        v->fresh = false;
+        session_restart(v);
+    }
+    if (v->s == NULL)
+        return noreply ? 0 : reply_error(c, h.unique, EIO);
+    return handle(v, c, len, noreply);
+}
+
+static uint32_t serve_hiprio(struct virtio_dev *d, struct virtq_chain *c)
+{
+    return serve(d->priv, c, true);
+}
+
+static uint32_t serve_request(struct virtio_dev *d, struct virtq_chain *c)
+{
+    return serve(d->priv, c, false);
+}
+
+static void vfs_notify(struct virtio_dev *d, unsigned qi)
+{
+    struct vfs *v = d->priv;
+    virtio_queue_serve(d, qi, &v->chain, qi == Q_HIPRIO ? serve_hiprio : serve_request);
+}
+
+static void vfs_reset(struct virtio_dev *d)
+{
+    struct vfs *v = d->priv;
+    if (v->used || v->s == NULL)
+        v->fresh = true; /* the new driver knows none of the old nodeids */
+}
+
+static void vfs_destroy(struct virtio_dev *d)
+{
+    struct vfs *v = d->priv;
+    fs_session_free(v->s);
+    if (v->rootfd >= 0)
+        close(v->rootfd);
+    free(v->req);
+    free(v->bounce);
+    free(v);
+}
+
+static const struct virtio_dev_ops vfs_ops = {
+    .name = "fs", .notify = vfs_notify, .reset = vfs_reset, .destroy = vfs_destroy,
+};
+
+/* Every inode the guest knows holds an fd: raise the soft RLIMIT_NOFILE. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int check_opts(const struct virtio_fs_opts *o, struct err **err)
+{
+    size_t n = o->tag ? strlen(o->tag) : 0;
+    if (n == 0 || n > FS_TAG_MAX)
+        return err_input(err, "fs: a tag of 1..%zu bytes is required", FS_TAG_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)o->tag[i] <= ' ' || o->tag[i] == 0x7f)
+            return err_input(err, "fs: the tag `%s` has a space or control character", o->tag);
+    if (o->queues > VIRTIO_FS_MAX_QUEUES)
+        return err_input(err, "fs: at most %d request queues", VIRTIO_FS_MAX_QUEUES);
+    if (o->dir == NULL || *o->dir == '\0')
+        return err_input(err, "fs: a shared directory is required");
+    return 0;
+}
+
+int virtio_fs_create(const struct virtio_fs_opts *o, struct virtio_dev **out, struct err **err)
+{
+    if (check_opts(o, err) < 0)
+        return -1;
+    int fd = open(o->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return err_make(err, errno, "fs: shared directory `%s`", o->dir);
+    raise_nofile();
+    struct vfs *v = xcalloc(1, sizeof(*v));
+    v->rootfd = fd;
+    v->opt = o->fs;
+    v->opt.passthrough = false;  /* no /dev/fuse: no backing files */
+    v->opt.local_locks = true;   /* the guest kernel keeps POSIX locks (no SETLKW here) */
+    if (v->opt.max_pages == 0 || v->opt.max_pages > FS_PAGES_MAX)
+        v->opt.max_pages = FS_PAGES_MAX;
+    if (fs_session_new(fd, &v->opt, NULL, &v->s, err) < 0) {
+        close(fd);
+        free(v);
+        return err_wrap(err, "fs: shared directory `%s`", o->dir);
+    }
+    v->req_max = fs_session_bufsize(v->s);
+    v->req = xmalloc(v->req_max);
+    unsigned queues = o->queues ? o->queues : 1;
+    virtio_dev_init(&v->dev, &vfs_ops, v, VIRTIO_ID_FS, 0, 1 + queues, 256);
+    struct virtio_fs_config cfg = {.num_request_queues = htole32(queues)};
+    memcpy(cfg.tag, o->tag, strlen(o->tag));
+    memcpy(v->dev.config, &cfg, sizeof(cfg));
+    v->dev.config_len = sizeof(cfg);
+    *out = &v->dev;
+    return 0;
+}
