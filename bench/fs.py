@@ -21,6 +21,13 @@ Workloads (each on every target, interleaved round-robin, median of --runs):
               (seconds, lower is better).
 * tar-x:      `tar xf` of a tarball of --tar-src (seconds).
 
+Then, unless --no-rss: the server's RSS with --rss-files (10,000) inodes known
+(empty files stat()ed through a mount with timeout=600, so the kernel keeps
+them), once with the server's RLIMIT_NOFILE as it comes (the soft limit raised
+to the hard one: every inode keeps its O_PATH fd) and once under 1024:1024
+(what engines often set: idle inodes' fds are closed and reopened from file
+handles). Printed with the number of fds the server holds.
+
 Targets: `native` (the source directory itself), `cocoon` (`cocoon fs mount`,
 defaults: passthrough where the kernel allows it), `cocoon-nopt` (`-o
 nopassthrough`: every read/write goes through the server), `bindfs` (if
@@ -28,11 +35,13 @@ installed). All sources live in one scratch directory under /var/tmp (ext4
 here). The machine is shared: ratios are indicative.
 
 Targets of issue 7: seq read/write >= 0.7x native throughput; metadata work
-(create-stat, tar-x) <= 3x native time.
+(create-stat, tar-x) <= 3x native time; server RSS < 4 MiB with 10,000 inodes
+known.
 """
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -167,6 +176,48 @@ def measure(t, metric, args, tarball, run):
     raise ValueError(metric)
 
 
+def server_rss(cocoon, work, files, nofile=None):
+    """RSS (KiB) and fd count of a `cocoon fs mount` server once `files`
+    inodes are known to the kernel; nofile: its RLIMIT_NOFILE (soft=hard)."""
+    src, mnt = os.path.join(work, "rss-src"), os.path.join(work, "rss-mnt")
+    os.mkdir(src)
+    os.mkdir(mnt)
+    many = os.path.join(src, "many")
+    os.mkdir(many)
+    for i in range(files):
+        os.close(os.open(os.path.join(many, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    limit = None
+    if nofile:
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    proc = subprocess.Popen([cocoon, "fs", "mount", "-o", "timeout=600", src, mnt],
+                            preexec_fn=limit)
+    try:
+        wait_mounted(mnt, proc)
+        n = sum(1 for e in os.scandir(os.path.join(mnt, "many")) if e.stat(follow_symlinks=False))
+        if n != files:
+            raise RuntimeError(f"saw {n} of {files} files")
+        rss = None
+        with open(f"/proc/{proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+        fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        return rss, fds
+    finally:
+        if mounted(mnt):
+            subprocess.run(["umount", mnt], check=False)
+        if mounted(mnt):
+            subprocess.run(["umount", "-l", mnt], check=False)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(src, ignore_errors=True)
+        os.rmdir(mnt)
+
+
 UNITS = {"seq-write": "MiB/s", "seq-write-fsync": "MiB/s", "seq-read": "MiB/s", "rand-read": "IOPS",
          "rand-write": "IOPS", "create-stat": "s", "tar-x": "s"}
 
@@ -181,6 +232,9 @@ def main():
     ap.add_argument("--targets", default="native,cocoon,cocoon-nopt,bindfs")
     ap.add_argument("--metrics", default="seq-write,seq-write-fsync,seq-read,rand-read,rand-write,"
                                          "create-stat,tar-x")
+    ap.add_argument("--rss-files", type=int, default=10000,
+                    help="inodes known when the server's RSS is measured")
+    ap.add_argument("--no-rss", action="store_true", help="skip the RSS measurement")
     ap.add_argument("--json", help="write the results here as JSON")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -225,10 +279,16 @@ def main():
                 for t in order:
                     results[t.name][m].append(measure(t, m, args, tarball, run))
             # A fresh mount per run: the kernel forgets the inodes of the last
-            # run (cocoon holds one fd per inode the kernel caches).
+            # run, so every run starts from the same server state.
             for t in targets:
                 t.stop()
                 t.start(cocoon)
+        for t in targets:
+            t.stop()
+        rss = {}
+        if not args.no_rss:
+            for label, nofile in (("default", None), ("1024", 1024)):
+                rss[label] = server_rss(cocoon, work, args.rss_files, nofile)
     except KeyboardInterrupt:
         stop_all()
     finally:
@@ -264,10 +324,22 @@ def main():
     for m, ratio, ok, want in verdict:
         print(f"target {m}: cocoon {ratio:.2f}x native (want {want}): "
               f"{'met' if ok else 'NOT met'}")
+    for label, (kib, fds) in rss.items():
+        lim = "RLIMIT_NOFILE as given (soft raised to hard)" if label == "default" \
+            else f"RLIMIT_NOFILE {label}:{label}"
+        print(f"server RSS with {args.rss_files} inodes known, {lim}: {kib} KiB "
+              f"({kib / 1024:.1f} MiB), {fds} fds")
+    if "default" in rss:
+        kib = max(k for k, _ in rss.values())
+        print(f"target server RSS < 4 MiB with {args.rss_files} inodes: "
+              f"{'met' if kib < 4096 else 'NOT met'} ({kib} KiB)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"runs": args.runs, "size_mib": args.size_mib, "files": args.files,
-                       "tar_src": args.tar_src, "samples": results, "median": med}, f, indent=1)
+                       "tar_src": args.tar_src, "samples": results, "median": med,
+                       "rss_files": args.rss_files,
+                       "rss_kib": {k: v[0] for k, v in rss.items()},
+                       "rss_fds": {k: v[1] for k, v in rss.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@
 
 #include "fs/fs_internal.h"
 
-int kill_suidgid(struct fs_session *s, const struct fs_inode *ino, bool sgid)
+int kill_suidgid(struct fs_session *s, int fd, bool sgid)
 {
     struct stat st;
-    if (ino->type != S_IFREG || inode_stat(ino, &st) < 0)
+    if (inode_stat(fd, &st) < 0 || !S_ISREG(st.st_mode))
         return 0;
     mode_t m = st.st_mode & 07777;
     mode_t want = m & ~(mode_t)S_ISUID;
@@ -22,7 +22,7 @@ int kill_suidgid(struct fs_session *s, const struct fs_inode *ino, bool sgid)
     if (want == m)
         return 0;
     char name[16];
-    snprintf(name, sizeof(name), "%d", ino->fd);
+    snprintf(name, sizeof(name), "%d", fd);
     return fchmodat(s->proc_fd, name, want, 0) < 0 ? neg_errno() : 0;
 }
 

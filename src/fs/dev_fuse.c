@@ -188,6 +188,8 @@ static int spawn_worker(struct server *sv)
 /* Unmount dir: normally, else lazily (busy: served until its users go). */
 static int unmount_dir(const char *dir)
 {
+    if (dir[0] == '\0')
+        return 0; /* fs_serve_fd: another process made the mount */
     if (umount2(dir, UMOUNT_NOFOLLOW) == 0)
         return 0;
     if (errno == EBUSY)
@@ -262,7 +264,9 @@ static int check_args(const char *src, const char *dir, int *srcfd, struct stat 
     return 0;
 }
 
-/* Let every known inode hold an fd: raise the soft RLIMIT_NOFILE. */
+/* Raise the soft RLIMIT_NOFILE to the hard one: the session keeps the fds
+ * of idle inodes within a budget derived from it (the rest is reopened from
+ * file handles), so more fds mean fewer reopens. */
 static void raise_nofile(void)
 {
     struct rlimit rl;
@@ -353,6 +357,30 @@ int fs_mount_serve(const char *src, const char *dir, const struct fs_options *o,
     }
     if (daemon)
         _exit(r < 0 ? 1 : 0);
+    return r;
+}
+
+int fs_serve_fd(int devfd, int rootfd, const struct fs_options *o, struct err **err)
+{
+    raise_nofile();
+    struct server sv = {.devfd = devfd, .donefd = -1, .spin_us = o->spin_us};
+    pthread_mutex_init(&sv.lock, NULL);
+    struct fs_transport tr = {&sv, backing_open, backing_close};
+    if (fs_session_new(rootfd, o, &tr, &sv.s, err) < 0)
+        return err_wrap(err, "fs");
+    sigset_t none;
+    sigemptyset(&none);
+    sv.donefd = eventfd(0, EFD_CLOEXEC);
+    int r = sv.donefd < 0 ? err_make(err, errno, "fs: eventfd")
+                          : serve(&sv, "", o->threads ? o->threads : 1, &none, err);
+    pthread_mutex_lock(&sv.lock);
+    unsigned left = sv.workers;
+    pthread_mutex_unlock(&sv.lock);
+    if (left == 0) {
+        fs_session_free(sv.s);
+        if (sv.donefd >= 0)
+            close(sv.donefd);
+    }
     return r;
 }
 

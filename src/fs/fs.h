@@ -31,6 +31,7 @@ struct fs_options {
     unsigned threads;     /* workers of the /dev/fuse transport */
     unsigned max_pages;   /* largest READ/WRITE in pages (FUSE_MAX_PAGES) */
     unsigned spin_us;     /* /dev/fuse: an idle worker polls this long before sleeping */
+    unsigned inode_fds;   /* most O_PATH fds kept open for idle inodes; 0: from RLIMIT_NOFILE */
     bool writeback;       /* FUSE_WRITEBACK_CACHE */
     bool passthrough;     /* FUSE_PASSTHROUGH to backing files, if the kernel agrees */
     bool readonly;        /* refuse every change with EROFS */
@@ -56,7 +57,7 @@ void fs_options_default(struct fs_options *o);
  * uidmap=H:G:N[/H:G:N...], gidmap=..., attr_timeout=S, entry_timeout=S,
  * timeout=S, threads=N, max_pages=N, writeback, nowriteback, passthrough,
  * nopassthrough, ro, rw, allow_other, noallow_other, dev, nodev, suid, nosuid,
- * locks=host|local, spin_us=N.
+ * locks=host|local, spin_us=N, inode_fds=N.
  * Returns <0 with *err set on an unknown or malformed option. */
 int fs_options_parse(struct fs_options *o, const char *list, struct err **err);
 
@@ -100,6 +101,12 @@ size_t fs_session_inodes(struct fs_session *s);
  * Returns 0, or <0 with *err set (nothing is left mounted). */
 int fs_mount_serve(const char *src, const char *dir, const struct fs_options *o, bool daemon,
                    struct err **err);
+
+/* Serve the directory at `rootfd` on `devfd`, a /dev/fuse fd that another
+ * process mounts (`cocoon attach --fuse`), until the connection ends: the
+ * last mount is gone, or the connection is aborted. Call it once the mount
+ * exists (reads fail before). Returns 0, or <0 with *err set. */
+int fs_serve_fd(int devfd, int rootfd, const struct fs_options *o, struct err **err);
 
 /* Unmount a FUSE mount at `dir` (lazy if busy). */
 int fs_umount(const char *dir, struct err **err);

@@ -1,6 +1,7 @@
 /* Internals of the FUSE protocol core shared by the src/fs sources: the session, the
  * inode and handle tables, and the request/reply cursor. */
 #pragma once
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -21,21 +22,40 @@ struct fs_lock_owner {
     struct fs_lock_owner *next;
 };
 
-/* A host inode the kernel knows. Never freed while refs > 0 or nlookup > 0. */
+/* A host inode the kernel knows. Never freed while refs > 0 or nlookup > 0.
+ * Its O_PATH fd is kept while requests use it and closed when idle inodes
+ * exceed the session's fd budget; the file handle (name_to_handle_at) opens
+ * it again. Inodes without a handle (the root, filesystems that have none)
+ * keep their fd. dev, ino, type, mnt and fh never change. */
 struct fs_inode {
     uint64_t nodeid;
     dev_t dev;
     ino_t ino;
-    int fd;        /* O_PATH | O_NOFOLLOW */
-    mode_t type;   /* S_IFMT bits: an inode never changes type */
     uint64_t nlookup;
-    uint32_t refs; /* requests and open handles using it */
+    struct fs_inode *next_id, *next_key;
+    struct fs_inode *lru_prev, *lru_next; /* on the idle list (s->lru_head) */
+    struct fs_lock_owner *lock_owners; /* under s->lock_lock */
+    int fd;            /* O_PATH | O_NOFOLLOW, -1 while closed (only with a handle) */
+    uint32_t refs;     /* requests and open handles using it */
+    uint32_t fd_users; /* requests using fd (inode_get): it stays open */
     int backing_id, backing_refs; /* passthrough: under s->inode_lock */
-    bool backing_rw;
     int cached_refs; /* open files served without passthrough (the kernel
                         refuses to mix the two on one inode) */
-    struct fs_lock_owner *lock_owners; /* under s->lock_lock */
-    struct fs_inode *next_id, *next_key;
+    mode_t type;     /* S_IFMT bits: an inode never changes type */
+    int fh_type;     /* the handle: type, bytes and length (0: none) */
+    uint16_t mnt;    /* s->mounts slot the handle is opened on */
+    bool backing_rw;
+    bool keyed;      /* in by_key; false once its inode number went to another file */
+    uint8_t fh_len;
+    unsigned char fh[];
+};
+
+/* A mount under the source that handles are opened on (open_by_handle_at
+ * takes an fd of it; a handle opened on it gets its flags, ro or noexec). */
+struct fs_mount {
+    int id; /* mnt_id of name_to_handle_at: not reused while fd keeps it */
+    int fd; /* O_RDONLY directory (open_by_handle_at refuses O_PATH fds);
+               -1: handles do not open there (no CAP_DAC_READ_SEARCH) */
 };
 
 /* An open file or directory (the `fh` of a FUSE request). */
@@ -61,6 +81,11 @@ struct fs_session {
     struct fs_inode **by_id, **by_key;
     size_t nbuckets, ninodes;
     uint64_t next_nodeid;
+    struct fs_inode *lru_head, *lru_tail; /* idle inodes with an fd, most recent first */
+    size_t nfds;      /* inode fds open */
+    size_t fd_budget; /* above this, idle inodes' fds are closed */
+    struct fs_mount *mounts;
+    size_t nmounts;
 
     pthread_mutex_t handle_lock;
     struct fs_handle **handles;
@@ -115,31 +140,38 @@ int reply_space(struct fs_req *r, size_t len, struct iovec *dst, int max);
 size_t reply_room(const struct fs_req *r);
 
 /* ---- inodes (inode.c) ---- */
-/* Find nodeid and take a ref; NULL if unknown. */
-struct fs_inode *inode_get(struct fs_session *s, uint64_t nodeid);
-/* Take one more ref on an inode the caller holds. */
+/* Find nodeid, take a ref and hold its fd for the op (opened again from its
+ * file handle if it was closed): *fd gets it. NULL with *fd = -errno:
+ * -ESTALE for an unknown nodeid or an inode that is gone. Release with
+ * inode_put_fd. */
+struct fs_inode *inode_get(struct fs_session *s, uint64_t nodeid, int *fd);
+/* Take one more ref on an inode the caller holds (no fd). */
 void inode_ref(struct fs_session *s, struct fs_inode *ino);
-/* Drop a ref taken by inode_get/inode_ref. */
+/* Drop a ref taken by inode_ref/inode_found/inode_known. */
 void inode_put(struct fs_session *s, struct fs_inode *ino);
+/* Drop the ref and the fd taken by inode_get. */
+void inode_put_fd(struct fs_session *s, struct fs_inode *ino);
 /* Register fd (O_PATH, ownership moves in) with stat st as a kernel-visible
- * inode: an existing one gets nlookup+1 (and fd is closed). Returns it with
- * a ref taken, or NULL (ENOMEM, EMFILE) with fd closed. */
+ * inode: an existing one gets nlookup+1 (fd kept if its own was closed,
+ * else closed); a known inode number whose file handle differs (deleted and
+ * reused on the host) gets a new inode. Returns it with a ref taken (no
+ * fd), or NULL with errno set (ENOMEM...) and fd closed. */
 struct fs_inode *inode_found(struct fs_session *s, int fd, const struct stat *st);
-/* The inode with stat st if the table has it (nlookup+1, a ref taken),
- * else NULL. */
-struct fs_inode *inode_known(struct fs_session *s, const struct stat *st);
+/* Like inode_found, but only an inode the table has: NULL (fd closed) if
+ * it has none. */
+struct fs_inode *inode_known(struct fs_session *s, int fd, const struct stat *st);
 /* One more kernel lookup of an inode the caller holds (LINK, "."). */
 void inode_lookup_again(struct fs_session *s, struct fs_inode *ino);
 /* Drop n kernel lookups of nodeid (FORGET). */
 void inode_forget(struct fs_session *s, uint64_t nodeid, uint64_t n);
 /* Create the inode tables and the root from an O_PATH fd (moves in). */
 int inode_table_init(struct fs_session *s, int rootfd);
-/* Close and free every inode. */
+/* Close and free every inode and mount fd. */
 void inode_table_free(struct fs_session *s);
-/* Open nodeid's inode again as a real file (through /proc/self/fd). */
-int inode_reopen(struct fs_session *s, const struct fs_inode *ino, int flags);
-/* lstat the inode itself. */
-int inode_stat(const struct fs_inode *ino, struct stat *st);
+/* Open ino (whose fd the caller holds: `fd`) again as a real file. */
+int inode_reopen(struct fs_session *s, const struct fs_inode *ino, int fd, int flags);
+/* lstat an inode through its fd. */
+int inode_stat(int fd, struct stat *st);
 
 /* ---- handles (handle.c) ---- */
 /* New handle for fd (moves in) on inode (a ref is taken); 0 or -errno. */
@@ -170,9 +202,10 @@ int creds_enter(struct fs_req *r);
 /* Undo creds_enter. */
 void creds_restore(int token);
 /* FUSE_HANDLE_KILLPRIV_V2: clear set-uid, and set-gid if group-executable,
- * as a write/truncate/chown by an unprivileged caller does locally
- * (`sgid` false: set-uid only). 0 or -errno. */
-int kill_suidgid(struct fs_session *s, const struct fs_inode *ino, bool sgid);
+ * of the regular file open at fd (any kind of fd), as a write/truncate/chown
+ * by an unprivileged caller does locally (`sgid` false: set-uid only).
+ * 0 or -errno. */
+int kill_suidgid(struct fs_session *s, int fd, bool sgid);
 /* -errno of the last syscall, never 0. */
 int neg_errno(void);
 
@@ -224,10 +257,14 @@ void lock_owner_drop(struct fs_session *s, struct fs_inode *ino, uint64_t owner)
 void lock_owners_free(struct fs_inode *ino);
 
 /* Scope-bound references: `cleanup_iref struct iref p = iref_get(r, id);`
- * drops the inode ref when p goes out of scope (likewise href for fh). */
+ * holds the inode and its fd (p.fd) until p goes out of scope; p.i is NULL
+ * and p.err -errno if there is none (likewise href for fh, without err).
+ * iref_of wraps a ref from inode_found/inode_known (no fd). */
 struct iref {
     struct fs_session *s;
     struct fs_inode *i;
+    int fd;  /* held for the op (iref_get), or -1 */
+    int err; /* -errno when i is NULL */
 };
 struct href {
     struct fs_session *s;
@@ -235,7 +272,9 @@ struct href {
 };
 static inline void iref_drop(struct iref *p)
 {
-    if (p->i)
+    if (p->i && p->fd >= 0)
+        inode_put_fd(p->s, p->i);
+    else if (p->i)
         inode_put(p->s, p->i);
 }
 static inline void href_drop(struct href *p)
@@ -245,7 +284,13 @@ static inline void href_drop(struct href *p)
 }
 static inline struct iref iref_get(struct fs_req *r, uint64_t nodeid)
 {
-    return (struct iref){r->s, inode_get(r->s, nodeid)};
+    int fd = -ESTALE;
+    struct fs_inode *i = inode_get(r->s, nodeid, &fd);
+    return (struct iref){r->s, i, i ? fd : -1, i ? 0 : fd};
+}
+static inline struct iref iref_of(struct fs_session *s, struct fs_inode *i)
+{
+    return (struct iref){s, i, -1, i ? 0 : -ESTALE};
 }
 static inline struct href href_get(struct fs_req *r, uint64_t fh)
 {

@@ -27,10 +27,10 @@ int op_opendir(struct fs_req *r)
         return -EINVAL;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     if (p.i->type != S_IFDIR)
         return -ENOTDIR;
-    int fd = inode_reopen(r->s, p.i, O_RDONLY);
+    int fd = inode_reopen(r->s, p.i, p.fd, O_RDONLY);
     if (fd < 0)
         return neg_errno();
     struct fuse_open_out out = {0};
@@ -45,19 +45,19 @@ static bool is_dots(const char *n)
     return n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'));
 }
 
-/* READDIRPLUS: the entry of `name` in dir (nlookup+1), or a zero entry
- * (nodeid 0: "no attributes") if it vanished or is "." / "..". */
-static void plus_entry(struct fs_req *r, struct fs_inode *dir, const char *name,
-                       struct fuse_entry_out *e)
+/* READDIRPLUS: the entry of `name` in the directory open at dirfd (the
+ * handle's fd; nlookup+1), or a zero entry (nodeid 0: "no attributes") if
+ * it vanished or is "." / "..". */
+static void plus_entry(struct fs_req *r, int dirfd, const char *name, struct fuse_entry_out *e)
 {
     memset(e, 0, sizeof(*e));
     if (is_dots(name))
         return;
-    int fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return;
     struct stat st;
-    if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+    if (inode_stat(fd, &st) < 0) {
         close(fd);
         return;
     }
@@ -128,7 +128,7 @@ static int readdir_common(struct fs_req *r, bool plus)
         memcpy(dbuf, &dh, FUSE_NAME_OFFSET);
         memcpy(dbuf + FUSE_NAME_OFFSET, d->d_name, namelen);
         if (plus) {
-            plus_entry(r, h.h->inode, d->d_name, &entry);
+            plus_entry(r, h.h->fd, d->d_name, &entry);
             reply_put(r, &entry, sizeof(entry));
         }
         reply_put(r, dbuf, dsize);

@@ -14,19 +14,20 @@
 #include "common/cleanup.h"
 #include "fs/fs_internal.h"
 
-/* Look `name` up in parent and reply its entry (nlookup+1). */
-static int lookup_child(struct fs_req *r, struct fs_inode *parent, const char *name)
+/* Look `name` up in the directory open at dirfd and reply its entry
+ * (nlookup+1). */
+static int lookup_child(struct fs_req *r, int dirfd, const char *name)
 {
-    int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return neg_errno();
     struct stat st;
-    if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+    if (inode_stat(fd, &st) < 0) {
         int e = neg_errno();
         close(fd);
         return e;
     }
-    cleanup_iref struct iref c = {r->s, inode_found(r->s, fd, &st)};
+    cleanup_iref struct iref c = iref_of(r->s, inode_found(r->s, fd, &st));
     if (c.i == NULL)
         return neg_errno();
     int e = reply_entry(r, c.i, &st);
@@ -37,15 +38,29 @@ static int lookup_child(struct fs_req *r, struct fs_inode *parent, const char *n
 
 /* "." and "..": the directory itself or its parent, but only inodes the
  * table knows (so never above the root: ".." of the root is the root). */
-static int lookup_dots(struct fs_req *r, struct fs_inode *dir, const char *name)
+static int lookup_dots(struct fs_req *r, const struct iref *dir, const char *name)
 {
     struct stat st;
-    if (dir->type != S_IFDIR)
+    if (dir->i->type != S_IFDIR)
         return -ENOTDIR;
-    bool up = name[1] == '.' && dir != r->s->root;
-    if (fstatat(dir->fd, up ? ".." : "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+    if (name[1] == '\0' || dir->i == r->s->root) {
+        if (inode_stat(dir->fd, &st) < 0)
+            return neg_errno();
+        inode_lookup_again(r->s, dir->i);
+        int e = reply_entry(r, dir->i, &st);
+        if (e < 0)
+            inode_forget(r->s, dir->i->nodeid, 1);
+        return e;
+    }
+    int fd = openat(dir->fd, "..", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
         return neg_errno();
-    cleanup_iref struct iref c = {r->s, inode_known(r->s, &st)};
+    if (inode_stat(fd, &st) < 0) {
+        int e = neg_errno();
+        close(fd);
+        return e;
+    }
+    cleanup_iref struct iref c = iref_of(r->s, inode_known(r->s, fd, &st));
     if (c.i == NULL)
         return -ENOENT;
     int e = reply_entry(r, c.i, &st);
@@ -62,12 +77,12 @@ int op_lookup(struct fs_req *r)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
-        return lookup_dots(r, p.i, name);
+        return lookup_dots(r, &p, name);
     if (p.i->type != S_IFDIR)
         return -ENOTDIR;
-    e = lookup_child(r, p.i, name);
+    e = lookup_child(r, p.fd, name);
     if (e == -ENOENT) {
         /* A negative entry the kernel may cache for entry_timeout. */
         struct fuse_entry_out neg = {0};
@@ -111,23 +126,18 @@ int op_getattr(struct fs_req *r)
         return -EINVAL;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     struct stat st;
-    if (inode_stat(p.i, &st) < 0)
+    if (inode_stat(p.fd, &st) < 0)
         return neg_errno();
     return reply_attr(r, &st);
 }
 
-static int proc_name(const struct fs_inode *ino, char *buf, size_t len)
-{
-    snprintf(buf, len, "%d", ino->fd);
-    return 0;
-}
-
 /* The size change of SETATTR: on the open handle if given, else on a fresh
  * fd (regular files only). */
-static int setattr_size(struct fs_req *r, struct fs_inode *ino, const struct fuse_setattr_in *in)
+static int setattr_size(struct fs_req *r, const struct iref *p, const struct fuse_setattr_in *in)
 {
+    struct fs_inode *ino = p->i;
     if ((int64_t)in->size < 0)
         return -EINVAL;
     if (in->valid & FATTR_FH) {
@@ -139,13 +149,13 @@ static int setattr_size(struct fs_req *r, struct fs_inode *ino, const struct fus
         return -EISDIR;
     if (ino->type != S_IFREG)
         return -EINVAL;
-    cleanup_close int fd = inode_reopen(r->s, ino, O_WRONLY | O_NONBLOCK);
+    cleanup_close int fd = inode_reopen(r->s, ino, p->fd, O_WRONLY | O_NONBLOCK);
     if (fd < 0)
         return neg_errno();
     return ftruncate(fd, (off_t)in->size) < 0 ? neg_errno() : 0;
 }
 
-static int setattr_times(struct fs_inode *ino, const struct fuse_setattr_in *in)
+static int setattr_times(int fd, const struct fuse_setattr_in *in)
 {
     struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
     if (in->valid & FATTR_ATIME_NOW)
@@ -159,7 +169,7 @@ static int setattr_times(struct fs_inode *ino, const struct fuse_setattr_in *in)
     if ((ts[0].tv_nsec != UTIME_NOW && ts[0].tv_nsec != UTIME_OMIT && ts[0].tv_nsec >= 1000000000) ||
         (ts[1].tv_nsec != UTIME_NOW && ts[1].tv_nsec != UTIME_OMIT && ts[1].tv_nsec >= 1000000000))
         return -EINVAL;
-    if (utimensat(ino->fd, "", ts, AT_EMPTY_PATH) < 0)
+    if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0)
         return neg_errno();
     return 0;
 }
@@ -171,16 +181,16 @@ int op_setattr(struct fs_req *r)
         return -EINVAL;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     struct fs_inode *ino = p.i;
     char name[16];
-    proc_name(ino, name, sizeof(name));
+    snprintf(name, sizeof(name), "%d", p.fd);
     if (in.valid & (FATTR_UID | FATTR_GID)) {
         uid_t uid = (in.valid & FATTR_UID) ? fs_idmap_map(&r->s->opt.uidmap, in.uid, false)
                                            : (uid_t)-1;
         gid_t gid = (in.valid & FATTR_GID) ? fs_idmap_map(&r->s->opt.gidmap, in.gid, false)
                                            : (gid_t)-1;
-        if (fchownat(ino->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+        if (fchownat(p.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
             return neg_errno();
     }
     /* After chown: a root chown clears set-id bits that a mode change in
@@ -192,7 +202,7 @@ int op_setattr(struct fs_req *r)
             return neg_errno();
     }
     if (in.valid & FATTR_SIZE) {
-        int e = setattr_size(r, ino, &in);
+        int e = setattr_size(r, &p, &in);
         if (e < 0)
             return e;
     }
@@ -200,17 +210,17 @@ int op_setattr(struct fs_req *r)
         /* A chown by root keeps set-gid, as locally (the host's chown as
          * root already cleared set-uid); anything else clears both. */
         bool chown = in.valid & (FATTR_UID | FATTR_GID);
-        int e = kill_suidgid(r->s, ino, !(chown && r->h.uid == 0));
+        int e = kill_suidgid(r->s, p.fd, !(chown && r->h.uid == 0));
         if (e < 0)
             return e;
     }
     if (in.valid & (FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW)) {
-        int e = setattr_times(ino, &in);
+        int e = setattr_times(p.fd, &in);
         if (e < 0)
             return e;
     }
     struct stat st;
-    if (inode_stat(ino, &st) < 0)
+    if (inode_stat(p.fd, &st) < 0)
         return neg_errno();
     return reply_attr(r, &st);
 }
@@ -219,22 +229,23 @@ int op_readlink(struct fs_req *r)
 {
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     if (p.i->type != S_IFLNK)
         return -EINVAL;
     char buf[PATH_MAX];
-    ssize_t n = readlinkat(p.i->fd, "", buf, sizeof(buf));
+    ssize_t n = readlinkat(p.fd, "", buf, sizeof(buf));
     if (n < 0)
         return neg_errno();
     return reply_put(r, buf, (size_t)n);
 }
 
-/* The common end of the creators: look the new name up, as the caller. */
-static int created(struct fs_req *r, struct fs_inode *parent, const char *name, int rc)
+/* The common end of the creators: look the new name up in the directory
+ * open at dirfd. */
+static int created(struct fs_req *r, int dirfd, const char *name, int rc)
 {
     if (rc < 0)
         return rc;
-    return lookup_child(r, parent, name);
+    return lookup_child(r, dirfd, name);
 }
 
 int op_symlink(struct fs_req *r)
@@ -245,11 +256,11 @@ int op_symlink(struct fs_req *r)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     int tok = creds_enter(r);
-    int rc = symlinkat(target, p.i->fd, name) < 0 ? neg_errno() : 0;
+    int rc = symlinkat(target, p.fd, name) < 0 ? neg_errno() : 0;
     creds_restore(tok);
-    return created(r, p.i, name, rc);
+    return created(r, p.fd, name, rc);
 }
 
 int op_mknod(struct fs_req *r)
@@ -263,11 +274,11 @@ int op_mknod(struct fs_req *r)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     int tok = creds_enter(r);
-    int rc = mknodat(p.i->fd, name, in.mode, in.rdev) < 0 ? neg_errno() : 0;
+    int rc = mknodat(p.fd, name, in.mode, in.rdev) < 0 ? neg_errno() : 0;
     creds_restore(tok);
-    return created(r, p.i, name, rc);
+    return created(r, p.fd, name, rc);
 }
 
 int op_mkdir(struct fs_req *r)
@@ -281,11 +292,11 @@ int op_mkdir(struct fs_req *r)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     int tok = creds_enter(r);
-    int rc = mkdirat(p.i->fd, name, in.mode & 07777) < 0 ? neg_errno() : 0;
+    int rc = mkdirat(p.fd, name, in.mode & 07777) < 0 ? neg_errno() : 0;
     creds_restore(tok);
-    return created(r, p.i, name, rc);
+    return created(r, p.fd, name, rc);
 }
 
 int op_link(struct fs_req *r)
@@ -298,15 +309,17 @@ int op_link(struct fs_req *r)
     if (e < 0)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
+    if (p.i == NULL)
+        return p.err;
     cleanup_iref struct iref old = iref_get(r, in.oldnodeid);
-    if (p.i == NULL || old.i == NULL)
-        return -ESTALE;
+    if (old.i == NULL)
+        return old.err;
     if (old.i->type == S_IFDIR)
         return -EPERM;
-    if (linkat(old.i->fd, "", p.i->fd, name, AT_EMPTY_PATH) < 0)
+    if (linkat(old.fd, "", p.fd, name, AT_EMPTY_PATH) < 0)
         return neg_errno();
     struct stat st;
-    if (inode_stat(old.i, &st) < 0)
+    if (inode_stat(old.fd, &st) < 0)
         return neg_errno();
     e = reply_entry(r, old.i, &st);
     if (e == 0)
@@ -322,8 +335,8 @@ static int remove_name(struct fs_req *r, int flags)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
-    return unlinkat(p.i->fd, name, flags) < 0 ? neg_errno() : 0;
+        return p.err;
+    return unlinkat(p.fd, name, flags) < 0 ? neg_errno() : 0;
 }
 
 int op_unlink(struct fs_req *r)
@@ -345,10 +358,12 @@ static int do_rename(struct fs_req *r, uint64_t newdir, uint32_t flags)
     if (flags & ~(uint32_t)(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
         return -EINVAL;
     cleanup_iref struct iref a = iref_get(r, r->h.nodeid);
+    if (a.i == NULL)
+        return a.err;
     cleanup_iref struct iref b = iref_get(r, newdir);
-    if (a.i == NULL || b.i == NULL)
-        return -ESTALE;
-    if (renameat2(a.i->fd, old, b.i->fd, new, flags) < 0)
+    if (b.i == NULL)
+        return b.err;
+    if (renameat2(a.fd, old, b.fd, new, flags) < 0)
         return neg_errno();
     return 0;
 }
@@ -373,9 +388,9 @@ int op_statfs(struct fs_req *r)
 {
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     struct statfs sf;
-    if (fstatfs(p.i->fd, &sf) < 0)
+    if (fstatfs(p.fd, &sf) < 0)
         return neg_errno();
     struct fuse_statfs_out out = {.st = {
         .blocks = sf.f_blocks, .bfree = sf.f_bfree, .bavail = sf.f_bavail,
@@ -392,9 +407,9 @@ int op_access(struct fs_req *r)
         return -EINVAL;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     struct stat st;
-    if (inode_stat(p.i, &st) < 0)
+    if (inode_stat(p.fd, &st) < 0)
         return neg_errno();
     uint32_t mask = in.mask & 7;
     if (mask == 0)
@@ -417,6 +432,7 @@ int op_access(struct fs_req *r)
 
 int op_syncfs(struct fs_req *r)
 {
+    /* The root keeps its fd for the session's life (it has no handle). */
     cleanup_close int fd = openat(r->s->root->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return neg_errno();

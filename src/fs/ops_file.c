@@ -127,20 +127,20 @@ static int open_reply_fill(struct fs_req *r, struct fs_inode *ino, int fd, bool 
  * read-write, unless the request only reads an executable (a writable fd on
  * the host makes the host's own exec(2) of that file fail with ETXTBSY).
  * The kernel enforces the guest's access mode either way. */
-static int open_fd(struct fs_session *s, struct fs_inode *ino, int flags, bool *rw)
+static int open_fd(struct fs_session *s, const struct iref *p, int flags, bool *rw)
 {
     *rw = (flags & O_ACCMODE) == O_RDWR;
-    if (!passthrough_possible(s, ino) || *rw)
-        return inode_reopen(s, ino, flags);
+    if (!passthrough_possible(s, p->i) || *rw)
+        return inode_reopen(s, p->i, p->fd, flags);
     struct stat st;
-    if ((flags & O_ACCMODE) != O_RDONLY || (inode_stat(ino, &st) == 0 && !(st.st_mode & 0111))) {
-        int fd = inode_reopen(s, ino, (flags & ~O_ACCMODE) | O_RDWR);
+    if ((flags & O_ACCMODE) != O_RDONLY || (inode_stat(p->fd, &st) == 0 && !(st.st_mode & 0111))) {
+        int fd = inode_reopen(s, p->i, p->fd, (flags & ~O_ACCMODE) | O_RDWR);
         if (fd >= 0) {
             *rw = true;
             return fd;
         }
     }
-    return inode_reopen(s, ino, flags);
+    return inode_reopen(s, p->i, p->fd, flags);
 }
 
 int op_open(struct fs_req *r)
@@ -154,17 +154,17 @@ int op_open(struct fs_req *r)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     if (p.i->type == S_IFDIR)
         return -EISDIR;
     if (r->s->opt.readonly && ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)))
         return -EROFS;
     bool rw;
-    int fd = open_fd(r->s, p.i, flags, &rw);
+    int fd = open_fd(r->s, &p, flags, &rw);
     if (fd < 0)
         return neg_errno();
     if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (flags & O_TRUNC))
-        kill_suidgid(r->s, p.i, true);
+        kill_suidgid(r->s, fd, true);
     struct fs_open_out out;
     e = open_reply_fill(r, p.i, fd, rw, (flags & O_ACCMODE) != O_RDONLY, &out);
     if (e < 0)
@@ -189,7 +189,7 @@ static int create_reply(struct fs_req *r, int fd)
         close(fd);
         return e;
     }
-    cleanup_iref struct iref c = {r->s, inode_found(r->s, pfd, &st)};
+    cleanup_iref struct iref c = iref_of(r->s, inode_found(r->s, pfd, &st));
     if (c.i == NULL) {
         close(fd);
         return neg_errno();
@@ -221,7 +221,7 @@ static int create_common(struct fs_req *r, bool tmpfile)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     if (p.i->type != S_IFDIR)
         return -ENOTDIR;
     /* Read-write whatever the guest asked: the fd may become the backing
@@ -230,9 +230,9 @@ static int create_common(struct fs_req *r, bool tmpfile)
     int tok = creds_enter(r);
     int fd;
     if (tmpfile)
-        fd = openat(p.i->fd, ".", (flags & ~(O_TRUNC | O_APPEND)) | O_TMPFILE, in.mode & 07777);
+        fd = openat(p.fd, ".", (flags & ~(O_TRUNC | O_APPEND)) | O_TMPFILE, in.mode & 07777);
     else
-        fd = openat(p.i->fd, name, flags | O_CREAT | O_NOFOLLOW | (int)(in.flags & O_EXCL),
+        fd = openat(p.fd, name, flags | O_CREAT | O_NOFOLLOW | (int)(in.flags & O_EXCL),
                     in.mode & 07777);
     creds_restore(tok);
     if (fd < 0)
@@ -311,7 +311,7 @@ int op_write(struct fs_req *r)
         done += (size_t)n;
     }
     if (in.write_flags & FUSE_WRITE_KILL_SUIDGID)
-        kill_suidgid(r->s, h.h->inode, true);
+        kill_suidgid(r->s, h.h->fd, true);
     struct fuse_write_out out = {.size = (uint32_t)done};
     return reply_put(r, &out, sizeof(out));
 }

@@ -13,21 +13,23 @@
 
 #define LK_OFFSET_MAX 0x7fffffffffffffffull
 
-/* Find owner's record on ino, creating it (with its own fd) if `create`.
- * Returns a dup of its fd (the caller closes it), or -errno / -ENOENT. */
-static int owner_fd(struct fs_session *s, struct fs_inode *ino, uint64_t owner, uint32_t pid,
+/* Find the owner's record on p's inode (p holds its O_PATH fd), creating
+ * it (with its own fd) if `create`. Returns a dup of its fd (the caller
+ * closes it), or -errno / -ENOENT. */
+static int owner_fd(struct fs_session *s, const struct iref *p, uint64_t owner, uint32_t pid,
                     bool create)
 {
+    struct fs_inode *ino = p->i;
     pthread_mutex_lock(&s->lock_lock);
     struct fs_lock_owner *o = ino->lock_owners;
     while (o && o->owner != owner)
         o = o->next;
     if (o == NULL && create) {
-        int fd = inode_reopen(s, ino, O_RDWR | O_NONBLOCK);
+        int fd = inode_reopen(s, ino, p->fd, O_RDWR | O_NONBLOCK);
         if (fd < 0)
-            fd = inode_reopen(s, ino, O_RDONLY | O_NONBLOCK);
+            fd = inode_reopen(s, ino, p->fd, O_RDONLY | O_NONBLOCK);
         if (fd < 0)
-            fd = inode_reopen(s, ino, O_WRONLY | O_NONBLOCK);
+            fd = inode_reopen(s, ino, p->fd, O_WRONLY | O_NONBLOCK);
         if (fd < 0 || (o = calloc(1, sizeof(*o))) == NULL) {
             int e = fd < 0 ? neg_errno() : -ENOMEM;
             if (fd >= 0)
@@ -128,10 +130,10 @@ int op_getlk(struct fs_req *r)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     if (p.i->type != S_IFREG)
         return -EINVAL;
-    int fd = owner_fd(r->s, p.i, in.owner, in.lk.pid, true);
+    int fd = owner_fd(r->s, &p, in.owner, in.lk.pid, true);
     if (fd < 0)
         return fd;
     struct flock want = fl;
@@ -187,11 +189,11 @@ static int setlk_common(struct fs_req *r, bool wait)
         return e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     if (p.i->type != S_IFREG)
         return -EINVAL;
     bool unlock = fl.l_type == F_UNLCK;
-    int fd = owner_fd(r->s, p.i, in.owner, in.lk.pid, !unlock);
+    int fd = owner_fd(r->s, &p, in.owner, in.lk.pid, !unlock);
     if (fd == -ENOENT && unlock)
         return 0; /* this owner holds nothing here */
     if (fd < 0)

@@ -9,9 +9,9 @@
 #include "common/cleanup.h"
 #include "fs/fs_internal.h"
 
-static void inode_path(const struct fs_inode *ino, char *buf, size_t len)
+static void fd_path(int fd, char *buf, size_t len)
 {
-    snprintf(buf, len, "/proc/self/fd/%d", ino->fd);
+    snprintf(buf, len, "/proc/self/fd/%d", fd);
 }
 
 int op_setxattr(struct fs_req *r)
@@ -34,9 +34,9 @@ int op_setxattr(struct fs_req *r)
         return -EINVAL;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     char path[40];
-    inode_path(p.i, path, sizeof(path));
+    fd_path(p.fd, path, sizeof(path));
     return setxattr(path, name, r->p, in.size, (int)in.flags) < 0 ? neg_errno() : 0;
 }
 
@@ -54,9 +54,9 @@ static int get_or_list(struct fs_req *r, bool list)
     }
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     char path[40];
-    inode_path(p.i, path, sizeof(path));
+    fd_path(p.fd, path, sizeof(path));
     size_t size = in.size;
     if (size > XATTR_SIZE_MAX)
         size = XATTR_SIZE_MAX;
@@ -93,8 +93,8 @@ int op_removexattr(struct fs_req *r)
         return e == -ENAMETOOLONG ? -ERANGE : e;
     cleanup_iref struct iref p = iref_get(r, r->h.nodeid);
     if (p.i == NULL)
-        return -ESTALE;
+        return p.err;
     char path[40];
-    inode_path(p.i, path, sizeof(path));
+    fd_path(p.fd, path, sizeof(path));
     return removexattr(path, name) < 0 ? neg_errno() : 0;
 }

@@ -152,6 +152,10 @@ static int parse_one(struct fs_options *o, char *opt, struct err **err)
         if (parse_u64(val, 10000, &n) < 0)
             return err_input(err, "fs option spin_us=`%s`: want 0..10000", val);
         o->spin_us = (unsigned)n;
+    } else if (strcmp(opt, "inode_fds") == 0) {
+        if (parse_u64(val, 1u << 20, &n) < 0 || n == 0)
+            return err_input(err, "fs option inode_fds=`%s`: want 1..1048576", val);
+        o->inode_fds = (unsigned)n;
     } else if (strcmp(opt, "max_pages") == 0) {
         if (parse_u64(val, FS_MAX_PAGES_LIMIT, &n) < 0 || n == 0)
             return err_input(err, "fs option max_pages=`%s`: want 1..%d", val,

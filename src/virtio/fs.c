@@ -176,7 +176,7 @@ static const struct virtio_dev_ops vfs_ops = {
     .name = "fs", .notify = vfs_notify, .reset = vfs_reset, .destroy = vfs_destroy,
 };
 
-/* Every inode the guest knows holds an fd: raise the soft RLIMIT_NOFILE. */
+/* More fds: fewer inode fds closed and reopened from file handles (src/fs/inode.c). */
 static void raise_nofile(void)
 {
     struct rlimit rl;

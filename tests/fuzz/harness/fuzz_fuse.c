@@ -169,6 +169,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(d >= 0);
     struct fs_options o;
     fs_options_default(&o);
+    /* Some inputs keep a single idle inode fd: the rest are closed and
+     * reopened from their file handles. */
+    if (size > 0 && (data[0] & 2))
+        o.inode_fds = 1;
     struct fs_session *s = NULL;
     struct err *err = NULL;
     CHECK(fs_session_new(d, &o, NULL, &s, &err) == 0);
