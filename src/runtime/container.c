@@ -488,6 +488,8 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
                 return err_make(err, ETIMEDOUT, "container `%s` did not exit after SIGKILL", id);
         }
     }
+    if (state_is_vm(st))
+        vmc_shared_cleanup(dirfd); /* a VM that stopped by itself: what attach left */
     return lifecycle_destroy(rootfd, dirfd, st, NULL, err);
 }
 

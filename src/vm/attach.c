@@ -5,11 +5,15 @@
  * /var/lib/cntr) and this process relays its stdio as `exec` does.
  *
  * How the tools reach the agent depends on the hypervisor:
+ * - cocoon: the clone is mounted at shared/NAME of the state directory,
+ *   which the VMM's virtio-fs device serves read-only to the guest
+ *   (/run/cocoon/shared there);
  * - sandbox: the agent is a host process; a child of ours joins its mount
- *   namespace and moves the detached clone to /run/cocoon/shared/NAME;
- * - cocoon, qemu: the guest would see them through a virtio-fs share of the
- *   state directory's `shared/`; VM containers do not have that share yet
- *   (docs/vm-containers.md), so attach says so. */
+ *   namespace and moves the clone to /run/cocoon/shared/NAME;
+ * - qemu: no share (it would need virtiofsd): attach says so.
+ * The guest is not trusted: it sees the tools for the session's length, so
+ * --tools is required (the host's `/` is not shared by default). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
@@ -101,6 +105,49 @@ static int in_agent_ns(pid_t agent, int tree, const char *name, struct err **err
     return 0;
 }
 
+/* Mount the detached tree at shared/name of the state directory (tree >=
+ * 0), or take it away (tree < 0). */
+static int in_share(int dirfd, int tree, const char *name, struct err **err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d/" VMC_SHARED_DIR "/%s", dirfd, name);
+    if (tree < 0) {
+        if (umount2(path, MNT_DETACH) < 0 || rmdir(path) < 0)
+            return err_make(err, errno, "unmount the tools from the VM's share");
+        return 0;
+    }
+    if (mkdir(path, 0700) < 0)
+        return err_make(err, errno, "the VM's share (%s)", VMC_SHARED_DIR);
+    if (sys_move_mount(tree, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+        int e = errno;
+        rmdir(path);
+        return err_make(err, e, "mount the tools in the VM's share");
+    }
+    return 0;
+}
+
+void vmc_shared_cleanup(int dirfd)
+{
+    int fd = openat(dirfd, VMC_SHARED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return;
+    }
+    struct dirent *de;
+    char path[PATH_MAX];
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "attach-", 7) != 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", fd, de->d_name);
+        umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW);
+        unlinkat(fd, de->d_name, AT_REMOVEDIR);
+    }
+    closedir(d);
+}
+
 /* A detached clone of the tools directory that never propagates back. */
 static int clone_tools(const char *tools, struct err **err)
 {
@@ -150,13 +197,16 @@ int vmc_attach(int dirfd, const struct container_state *st, const struct attach_
     if (read_file_at(dirfd, VMC_HYPERVISOR_FILE, sizeof(hv) - 1, &data, &len, err) < 0)
         return err_wrap(err, "attach to container `%s`", st->id);
     snprintf(hv, sizeof(hv), "%.*s", (int)len, data);
-    if (strcmp(hv, "sandbox") != 0)
-        return err_input(err, "cannot attach to container `%s`: attach into a VM on the %s "
-                              "hypervisor needs a virtio-fs share the VM does not have yet "
-                              "(docs/vm-containers.md)", st->id, hv);
-    if (o->pid)
-        return err_input(err, "attach: --pid is for processes on the host, not VM containers");
-    const char *tools = o->tools ? o->tools : "/";
+    bool sandbox = strcmp(hv, "sandbox") == 0;
+    if (!sandbox && strcmp(hv, "cocoon") != 0)
+        return err_input(err, "cannot attach to container `%s`: its VM on %s has no virtio-fs "
+                              "share for the tools (cocoon's VMM and the sandbox have one)",
+                         st->id, hv);
+    if (o->tools == NULL)
+        return err_input(err, "attach to VM container `%s` needs --tools DIR: the guest sees "
+                              "what is shared, and the host's / is not shared by default",
+                         st->id);
+    const char *tools = o->tools;
     cleanup_config struct oci_config *cfg = NULL;
     if (oci_config_load(st->bundle, &cfg, err) < 0)
         return err_wrap(err, "container `%s`", st->id);
@@ -178,15 +228,24 @@ int vmc_attach(int dirfd, const struct container_state *st, const struct attach_
     cleanup_close int tree = clone_tools(tools, err);
     if (tree < 0)
         return err_wrap(err, "attach to container `%s`", st->id);
-    pid_t agent = sandbox_agent(st->pid);
-    if (agent < 0)
-        return err_make(err, ESRCH, "attach to container `%s`: its VM is not running", st->id);
-    if (in_agent_ns(agent, tree, name, err) < 0)
+    pid_t agent = -1;
+    if (sandbox) {
+        agent = sandbox_agent(st->pid);
+        if (agent < 0)
+            return err_make(err, ESRCH, "attach to container `%s`: its VM is not running",
+                            st->id);
+        if (in_agent_ns(agent, tree, name, err) < 0)
+            return err_wrap(err, "attach to container `%s`", st->id);
+    } else if (in_share(dirfd, tree, name, err) < 0) {
         return err_wrap(err, "attach to container `%s`", st->id);
+    }
     struct vmc_exec_opts eo = {.process_json = req, .tty = tty};
     int r = vmc_exec(dirfd, st, &eo, status, err);
     struct err *e2 = NULL;
-    in_agent_ns(agent, -1, name, &e2); /* gone with the sandbox anyway if this fails */
+    if (sandbox)
+        in_agent_ns(agent, -1, name, &e2); /* gone with the sandbox anyway if this fails */
+    else
+        in_share(dirfd, -1, name, &e2);    /* else vmc_shared_cleanup at delete */
     err_free(&e2);
     return r;
 }

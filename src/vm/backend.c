@@ -303,7 +303,8 @@ int vmc_kill(int dirfd, const struct container_state *st, int sig, bool all,
     return err_wrap(err, "send signal %d to container `%s`", sig, st->id);
 }
 
-int vmc_stop(int dirfd, const struct container_state *st, struct err **err)
+/* Shut the VM down through its monitor; SIGKILL if it does not go. */
+static int stop_monitor(int dirfd, const struct container_state *st, struct err **err)
 {
     cleanup_close int pidfd = proc_pidfd_open_checked(st->pid, st->start_time);
     if (pidfd < 0)
@@ -321,4 +322,12 @@ int vmc_stop(int dirfd, const struct container_state *st, struct err **err)
     if (!proc_pidfd_wait(pidfd, 10000))
         return err_make(err, ETIMEDOUT, "the VM of container `%s` did not stop", st->id);
     return 0;
+}
+
+int vmc_stop(int dirfd, const struct container_state *st, struct err **err)
+{
+    int r = stop_monitor(dirfd, st, err);
+    if (r == 0)
+        vmc_shared_cleanup(dirfd); /* what a killed attach left, once the VM is gone */
+    return r;
 }

@@ -269,7 +269,12 @@ static int launch_cocoon(const struct vmc_launch *l, pid_t *child, int *channel,
     if (guest_files(l, &g, err) < 0)
         return -1;
     cleanup_free char *chan = xasprintf("vsock:%u", AGENT_VSOCK_PORT);
-    cleanup_free char *cmdline = guest_cmdline(chan, "/dev/pmem0", true, 'k');
+    cleanup_free char *base = guest_cmdline(chan, "/dev/pmem0", true, 'k');
+    /* The host's share for attach tools: shared/ of the state directory. */
+    cleanup_free char *cmdline = xasprintf("%s cocoon.shared=" VMC_SHARED_TAG, base);
+    cleanup_free char *shared = xasprintf("%s/" VMC_SHARED_DIR, l->state_dir);
+    if (mkdir(shared, 0700) < 0 && errno != EEXIST)
+        return err_make(err, errno, "create %s", shared);
     struct vm_config cfg = {
         .kernel = g.kernel, .initrd = g.initrd, .cmdline = cmdline, .cpus = l->cpus,
         .memory_mib = l->memory_mib, .console_fd = l->log_fd, .console_in_fd = -1,
@@ -283,6 +288,11 @@ static int launch_cocoon(const struct vmc_launch *l, pid_t *child, int *channel,
     cfg.devices[cfg.n_devices].pmem = (struct virtio_pmem_opts){.path = g.image};
     cfg.n_devices++;
     cfg.devices[cfg.n_devices++].kind = VM_DEV_RNG;
+    cfg.devices[cfg.n_devices].kind = VM_DEV_FS;
+    cfg.devices[cfg.n_devices].fs = (struct virtio_fs_opts){.tag = VMC_SHARED_TAG, .dir = shared};
+    fs_options_default(&cfg.devices[cfg.n_devices].fs.fs);
+    cfg.devices[cfg.n_devices].fs.fs.readonly = true; /* the guest reads tools, never writes the share */
+    cfg.n_devices++;
     pid_t pid = fork();
     if (pid < 0)
         return err_make(err, errno, "fork");

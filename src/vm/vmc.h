@@ -80,6 +80,16 @@ struct vmc_exec_opts {
 int vmc_exec(int dirfd, const struct container_state *st, const struct vmc_exec_opts *o,
              int *status, struct err **err);
 
+/* The directory of the state directory a VM on cocoon's VMM sees through
+ * virtio-fs (tag VMC_SHARED_TAG, /run/cocoon/shared in the guest): attach
+ * mounts tools there. */
+#define VMC_SHARED_DIR "shared"
+#define VMC_SHARED_TAG "cocoon-shared"
+
+/* Unmount and remove what attach left in the shared directory (after the VM
+ * is gone, or a killed attach); never fails loudly. */
+void vmc_shared_cleanup(int dirfd);
+
 /* The file in a VM container's state directory naming its hypervisor. */
 #define VMC_HYPERVISOR_FILE "vm.hypervisor"
 

@@ -399,5 +399,7 @@ def test_attach_into_the_vm(cocoon, make_bundle, tmp_path, nothing_left):
            [l.split()[4] for l in after.splitlines()], "the container's mounts changed"
     cocoon.fail("attach", "--tools", str(tmp_path / "nope"), cid, "--", "true",
                 expect=["nope"])
+    # The guest is not trusted with the host's / by default.
+    cocoon.fail("attach", cid, "--", "true", expect=["needs --tools DIR"])
     cocoon.ok("delete", "--force", cid)
     nothing_left()
