@@ -11,6 +11,9 @@
 #include "common/cleanup.h"
 #include "fs/fs_internal.h"
 
+/* Reply segments a READ fills directly (preadv into the caller's buffers). */
+#define READ_SEGS 256
+
 /* Open flags a request may ask for; the rest (O_CREAT, O_DIRECT with its
  * alignment rules, O_PATH, O_TMPFILE...) are ours to decide. */
 static int open_flags(const struct fs_session *s, uint32_t f, int *out)
@@ -274,8 +277,9 @@ int op_read(struct fs_req *r)
     size_t size = in.size;
     if (size > r->s->max_read)
         size = r->s->max_read;
-    struct iovec iov[64];
-    int n = reply_space(r, size, iov, 64);
+    /* A virtio-fs guest gives one segment per page: room for max_pages. */
+    struct iovec iov[READ_SEGS];
+    int n = reply_space(r, size, iov, READ_SEGS);
     if (n == 0)
         return 0;
     ssize_t got = preadv(h.h->fd, iov, n, (off_t)in.offset);

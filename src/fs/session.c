@@ -288,8 +288,9 @@ ssize_t fs_session_handle(struct fs_session *s, const void *in, size_t in_len,
     if (r.out_cap > UINT32_MAX)
         r.out_cap = UINT32_MAX;
     bool noreply = op_noreply(r.h.opcode);
-    if (r.out_cap < sizeof(struct fuse_out_header))
-        return noreply ? 0 : -EINVAL;
+    /* FORGET and friends take no reply: virtio-fs gives them no buffer. */
+    if (r.out_cap < sizeof(struct fuse_out_header) && !noreply)
+        return -EINVAL;
     /* The header says how long the request is; it must fit the buffer. */
     size_t ext = (size_t)r.h.total_extlen * 8;
     if (r.h.len < sizeof(r.h) || r.h.len > in_len || r.h.len - sizeof(r.h) < ext)

@@ -38,8 +38,9 @@
 /* A READ of max_pages pages is max_pages + a few segments (headers): it
  * must fit a chain (VIRTQ_CHAIN_MAX) or the queue would need a reset. */
 #define FS_PAGES_MAX (VIRTQ_CHAIN_MAX - 8)
-/* The core fills at most this many reply segments of one READ itself. */
-#define FS_DIRECT_SEGS 64
+/* The core fills at most this many reply segments of one READ itself
+ * (READ_SEGS in src/fs/ops_file.c). */
+#define FS_DIRECT_SEGS 256
 _Static_assert(VIRTIO_FS_MAX_QUEUES < VIRTIO_MAX_QUEUES, "hiprio + request queues");
 
 struct vfs {
@@ -52,7 +53,6 @@ struct vfs {
     size_t req_max;          /* the largest request (fs_session_bufsize) */
     uint8_t *req;            /* the request, copied out of the guest */
     uint8_t *bounce;         /* replies to very scattered chains (allocated when needed) */
-    struct fuse_out_header scratch; /* "reply" room for requests that take none */
     struct virtq_chain chain;
 };
 
@@ -86,9 +86,9 @@ static uint32_t reply_error(const struct virtq_chain *c, uint64_t unique, int e)
 /* Run the copied request through the core; returns the used length. */
 static uint32_t handle(struct vfs *v, const struct virtq_chain *c, size_t len, bool noreply)
 {
-    struct iovec one = {&v->scratch, sizeof(v->scratch)};
-    const struct iovec *out = c->n_in ? c->in : &one;
-    int cnt = c->n_in ? (int)c->n_in : 1;
+    struct iovec one;
+    const struct iovec *out = c->in; /* FORGET and friends: none, the core takes that */
+    int cnt = (int)c->n_in;
     bool bounced = c->n_in > FS_DIRECT_SEGS;
     if (bounced) {
         if (v->bounce == NULL)

@@ -1,5 +1,5 @@
 /* A test guest that drives cocoon's virtio-console with extra ports
- * (VIRTIO_CONSOLE_F_MULTIPORT) at CPL3; tests/guest/test_console.py plays
+ * (VIRTIO_CONSOLE_F_MULTIPORT) at CPL3; tests/guest/test_virtio_console.py plays
  * the host side on the ports' Unix sockets and files. Options:
  *   ports=N     max_nr_ports expected in config space; 1: MULTIPORT must not
  *               be offered, and the guest only greets on port 0
