@@ -20,6 +20,9 @@ wait (medians reported):
           (the same seccomp filter and cgroup as the attach session: the
           fair baseline) and `nsenter -m` (neither). Each command walks the
           tree --reps times so that the reading, not the set-up, dominates.
+* the same three attach commands with --fuse: the tools served by cocoon's
+          FUSE server from the host (the busybox of the read commands is the
+          container's, at /var/lib/cntr, in both cases; only `/` is FUSE).
 
 Ratios are attach / nsenter. Targets (issue 6): attach+true <= 2x nsenter;
 reading through /var/lib/cntr no slower than native. The machine is shared
@@ -99,6 +102,7 @@ def main():
                        stderr=subprocess.DEVNULL)
         pid = json.loads(sh(cocoon, "--root", state, "state", cid).stdout)["pid"]
         att = [cocoon, "--root", state, "attach", cid, "--"]
+        fuse = [cocoon, "--root", state, "attach", "--fuse", cid, "--"]
         ns = ["nsenter", "-t", str(pid), "-p", "-n", "-i", "-u", "-C", "--"]
         nsm = ["nsenter", "-t", str(pid), "-m", "-p", "-n", "-i", "-u", "-C", "--"]
         ex = [cocoon, "--root", state, "exec", cid]
@@ -115,6 +119,10 @@ def main():
             "native grep -r": nsm + ["/bin/sh", "-c", loop % "/bin/busybox grep -rc needle /data"],
             "exec ls -R": ex + ["/bin/sh", "-c", loop % "/bin/busybox ls -lnR /data"],
             "exec grep -r": ex + ["/bin/sh", "-c", loop % "/bin/busybox grep -rc needle /data"],
+            "fuse true": fuse + ["/usr/bin/true"],
+            "fuse ls -R": fuse + [bb, "sh", "-c", loop % f"{bb} ls -lnR /var/lib/cntr/data"],
+            "fuse grep -r": fuse + [bb, "sh", "-c",
+                                    loop % f"{bb} grep -rc needle /var/lib/cntr/data"],
         }
         for argv in cases.values():  # warm-up (page cache, seccomp cache)
             for _ in range(3):
@@ -143,6 +151,11 @@ def main():
         print(f"grep -r via /var/lib/cntr / cocoon exec:      {e_grep:.2f}x  (target <= 1x + noise)")
         print(f"ls -R via /var/lib/cntr / nsenter -m:         {r_ls:.2f}x")
         print(f"grep -r via /var/lib/cntr / nsenter -m:       {r_grep:.2f}x")
+        fuse_ratios = (("--fuse attach+true / nsenter+true:", "fuse true", "nsenter true"),
+                       ("--fuse ls -R / cocoon exec:", "fuse ls -R", "exec ls -R"),
+                       ("--fuse grep -r / cocoon exec:", "fuse grep -r", "exec grep -r"))
+        for label, num, den in fuse_ratios:
+            print(f"{label:<46}{med[num] / med[den]:.2f}x")
         print("(attach and exec run under the container's seccomp filter and in its cgroup;\n"
               " nsenter under neither)")
         print("\n(2 shared cores, others compiling: indicative figures)")

@@ -14,11 +14,12 @@ struct runtime;
 
 /* Options of `cocoon attach`. */
 struct attach_opts {
-    const char *id;    /* a cocoon container id, or NULL when pid is given */
+    const char *id;    /* a container id (cocoon's, or podman's / containerd's), or NULL */
     pid_t pid;         /* --pid: any process (a container of another runtime) */
     const char *tools; /* --tools: the tool set's root directory (default "/") */
     const char *user;  /* --user NAME|UID[:GROUP|GID] in the container, or NULL */
     int tty;           /* --tty: 1, --no-tty: 0, unset: -1 (a tty if stdin is one) */
+    bool fuse;         /* --fuse: the tools through cocoon's FUSE server, not the mount API */
     char **args;       /* the command; NULL or empty: the user's shell */
 };
 

@@ -142,6 +142,26 @@ int attach_cgroups_enter_v1(const struct attach_cgroups *cg, struct err **err)
     return 0;
 }
 
+/* File `name` in directory dirfd contains `what`. */
+static bool file_has(int dirfd, const char *name, const char *what)
+{
+    cleanup_err struct err *e = NULL;
+    cleanup_free char *text = NULL;
+    size_t len;
+    return read_file_at(dirfd, name, 4096, &text, &len, &e) == 0 && strstr(text, what);
+}
+
+bool attach_cgroups_frozen(const struct attach_cgroups *cg)
+{
+    /* v1: the freezer hierarchy's state (FROZEN, or FREEZING on the way);
+     * v2: cgroup.events says "frozen 1" (its own or an ancestor's). */
+    for (size_t i = 0; i < cg->n_v1; i++)
+        if (file_has(cg->v1[i], "freezer.state", "FROZEN") ||
+            file_has(cg->v1[i], "freezer.state", "FREEZING"))
+            return true;
+    return cg->v2 >= 0 && file_has(cg->v2, "cgroup.events", "frozen 1");
+}
+
 void attach_cgroups_close(struct attach_cgroups *cg)
 {
     for (size_t i = 0; i < cg->n_v1; i++)

@@ -1,7 +1,8 @@
 /* The session child: born in the container's pid (and time) namespace and
  * v2 cgroup, it joins the v1 cgroups, builds its own mount namespace (as
- * host root, before giving anything up), then joins the container's other
- * namespaces, takes on its identity and execs the command from the tools. */
+ * host root, before giving anything up; with the mount API, rootfs.c, or
+ * over FUSE, rootfs_fuse.c), then joins the container's other namespaces,
+ * takes on its identity and execs the command from the tools. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -98,7 +99,9 @@ static int child_run(const struct attach_plan *p, char **exe, char ***args, char
     if (setup_terminal(p->tty_slave, err) < 0)
         return -1;
     struct attach_trees tr;
-    if (attach_rootfs_grab(p, &tr, err) < 0) {
+    bool fuse = p->o->fuse;
+    cleanup_close int proc = -1; /* --fuse: the host's /proc */
+    if ((fuse ? attach_fuse_grab(p, &tr, &proc, err) : attach_rootfs_grab(p, &tr, err)) < 0) {
         attach_trees_close(&tr);
         return -1;
     }
@@ -116,7 +119,7 @@ static int child_run(const struct attach_plan *p, char **exe, char ***args, char
         *args = xcalloc(2, sizeof(char *));
         (*args)[0] = attach_user_shell(tr.tools, id.uid, p->caller_shell);
     }
-    if (attach_rootfs_build(&tr, err) < 0)
+    if ((fuse ? attach_fuse_build(p, &tr, proc, err) : attach_rootfs_build(&tr, err)) < 0)
         goto out;
     enter_cwd(&tr);
     int flags = t->join_ns & ~(CLONE_NEWPID | CLONE_NEWTIME | CLONE_NEWNS);

@@ -1,8 +1,8 @@
-/* The attach session, parent side: find the target, open the tools, make a
- * pty if wanted, clone the session child into the container's pid (and
- * time) namespace and v2 cgroup, then wait for it as `exec` does: signals
- * forwarded, the pty proxied with the window size kept in sync, the exit
- * status returned. */
+/* The attach session, parent side: find the target, open the tools, start
+ * the FUSE server for --fuse, make a pty if wanted, clone the session child
+ * into the container's pid (and time) namespace and v2 cgroup, then wait
+ * for it as `exec` does: signals forwarded, the pty proxied with the window
+ * size kept in sync, the exit status returned. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -54,16 +54,31 @@ static int protect_binary(const struct attach_identity *id, struct err **err)
     return lifecycle_protect_binary(&p, err);
 }
 
+/* A cocoon container of the VM backend (its agent builds the session). */
+static bool runs_in_vm(const struct runtime *rt, const char *id)
+{
+    cleanup_close int rootfd = -1;
+    cleanup_state struct container_state *st = NULL;
+    cleanup_err struct err *e = NULL;
+    cleanup_close int dirfd = lifecycle_load(rt, id, &rootfd, &st, &e);
+    return dirfd >= 0 && state_is_vm(st);
+}
+
 int attach_run(const struct runtime *rt, const struct attach_opts *o, int *status,
                struct err **err)
 {
     struct attach_target t;
+    struct attach_fuse fuse = {.pidfd = -1, .pid = -1, .dev = -1, .ready = -1, .errfd = -1};
     cleanup_close int toolsfd = -1, master = -1, slave = -1, sfd = -1;
     cleanup_close int own_pidns = -1, own_timens = -1;
     int sp[2] = {-1, -1}, r = -1;
     pid_t pid = -1;
     void *saved_tty = NULL;
     sigset_t mask, old;
+    if (o->fuse && o->id && runs_in_vm(rt, o->id))
+        return err_input(err, "attach --fuse: container `%s` runs in a VM, whose agent gets the "
+                              "tools through the VM's share; --fuse is for namespace containers "
+                              "and --pid", o->id);
     /* A VM container: the agent in its VM builds the session. */
     int vr = o->id ? vmc_attach_id(rt, o, status, err) : 1;
     if (vr <= 0)
@@ -79,6 +94,9 @@ int attach_run(const struct runtime *rt, const struct attach_opts *o, int *statu
         goto out;
     }
     if (protect_binary(&t.id, err) < 0)
+        goto out;
+    /* Before joining the container's pid namespace: the server stays out. */
+    if (o->fuse && attach_fuse_start(toolsfd, tools, &fuse, err) < 0)
         goto out;
     bool tty = o->tty >= 0 ? o->tty != 0 : isatty(0);
     if (tty) {
@@ -109,7 +127,8 @@ int attach_run(const struct runtime *rt, const struct attach_opts *o, int *statu
     }
     struct attach_plan plan = {
         .o = o, .t = &t, .toolsfd = toolsfd, .tools_path = tools, .sync_fd = sp[1],
-        .tty_slave = slave, .caller_shell = getenv("SHELL"),
+        .tty_slave = slave, .caller_shell = getenv("SHELL"), .fuse_dev = fuse.dev,
+        .fuse_ready = fuse.ready,
     };
     struct clone_args ca = {.exit_signal = SIGCHLD};
     if (t.cg.v2 >= 0) {
@@ -128,6 +147,7 @@ int attach_run(const struct runtime *rt, const struct attach_opts *o, int *statu
         setns(own_timens, CLONE_NEWTIME);
     close_and_reset(&sp[1]);
     close_and_reset(&slave);
+    attach_fuse_handed(&fuse);
     if (pid < 0) {
         err_make(err, clone_errno, "clone3 into the cgroup of %s", t.what);
         goto out;
@@ -164,6 +184,9 @@ out:
     }
     close_and_reset(&sp[0]);
     close_and_reset(&sp[1]);
+    /* The command has ended: so does the server (with the session's error,
+     * its own if it failed). */
+    attach_fuse_stop(&fuse, r < 0 ? err : NULL);
     attach_target_close(&t);
     sigprocmask(SIG_SETMASK, &old, NULL);
     return r;

@@ -1,8 +1,10 @@
 /* The process attach joins: the init of a running cocoon container (found
- * with the lifecycle loader, as `exec` does) or any process by pid (a
- * container of another runtime or engine). It is held by a pidfd opened
- * first; everything read from /proc/PID afterwards is checked against that
- * pidfd, so a pid reused meanwhile is never attached to. */
+ * with the lifecycle loader, as `exec` does), of a podman or containerd
+ * container (found by id in its runtime's state, engines.c), or any process
+ * by pid. It is held by a pidfd opened first — for a container, only if
+ * the pid still has the start time its runtime recorded —; everything read
+ * from /proc/PID afterwards is checked against that pidfd, so a pid reused
+ * meanwhile is never attached to. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -22,6 +24,7 @@
 #include "ns/seccomp.h"
 #include "oci/config.h"
 #include "oci/state.h"
+#include "runtime/container.h"
 #include "runtime/lifecycle.h"
 
 /* A cocoon container: running, on the namespace backend; its seccomp
@@ -62,6 +65,55 @@ static int open_cocoon(const struct runtime *rt, const char *id, struct attach_t
     return 0;
 }
 
+/* A container of runc or crun (under podman or containerd). */
+static int open_engine(const struct attach_engine_hit *h, struct attach_target *t,
+                       struct err **err)
+{
+    pid_t pid;
+    uint64_t start;
+    bool created;
+    if (attach_engine_read(h, &pid, &start, &created, err) < 0)
+        return -1;
+    log_debug("attach: container `%s`: %s state in %s, init %d", h->id,
+              h->fmt == ENGINE_RUNC ? "runc" : "crun", h->dir, (int)pid);
+    t->pidfd = proc_pidfd_open_checked(pid, start);
+    if (t->pidfd < 0)
+        return err_make(err, 0, "cannot attach to container `%s`: it is stopped, not running",
+                        h->id);
+    if (created)
+        return err_make(err, 0, "cannot attach to container `%s`: it is created, not running",
+                        h->id);
+    t->pid = pid;
+    t->what = xasprintf("container `%s`", h->id);
+    return 0;
+}
+
+/* A container id: cocoon's own first, then podman's and containerd's. */
+static int open_id(const struct runtime *rt, const char *id, struct attach_target *t,
+                   struct err **err)
+{
+    cleanup_free char *state = xasprintf("%s/%s/%s", rt->root, id, STATE_FILE);
+    cleanup_err struct err *bad = NULL;
+    if (state_check_id(id, &bad) < 0 || access(state, F_OK) == 0 || errno != ENOENT)
+        return open_cocoon(rt, id, t, err); /* its own errors (no permission...) */
+    struct attach_engine_hit h;
+    cleanup_free char *where = NULL;
+    int r = attach_engine_find(rt->root, id, &h, &where, err);
+    if (r < 0)
+        return -1;
+    if (r == 0)
+        return err_make(err, 0, "container `%s` does not exist (looked in %s)", id, where);
+    if (h.fmt == ENGINE_COCOON) {
+        struct runtime other = *rt;
+        other.root = h.root;
+        r = open_cocoon(&other, h.id, t, err);
+    } else {
+        r = open_engine(&h, t, err);
+    }
+    attach_engine_hit_free(&h);
+    return r;
+}
+
 static int open_pid(pid_t pid, struct attach_target *t, struct err **err)
 {
     if (pid <= 0)
@@ -85,7 +137,7 @@ int attach_target_open(const struct runtime *rt, const struct attach_opts *o,
 {
     memset(t, 0, sizeof(*t));
     t->pidfd = t->procfd = t->rootfd = t->lock_dirfd = t->cg.v2 = -1;
-    if ((o->id ? open_cocoon(rt, o->id, t, err) : open_pid(o->pid, t, err)) < 0)
+    if ((o->id ? open_id(rt, o->id, t, err) : open_pid(o->pid, t, err)) < 0)
         return -1;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d", (int)t->pid);
@@ -100,6 +152,10 @@ int attach_target_open(const struct runtime *rt, const struct attach_opts *o,
     if (attach_cgroups_find(t->procfd, &t->cg, err) < 0)
         return err_wrap(err, "cannot attach to %s", t->what);
     t->join_ns = proc_ns_differing(t->procfd, "ns");
+    /* Its children would freeze too (before exec: attach would hang). */
+    if (attach_cgroups_frozen(&t->cg))
+        return err_make(err, 0, "cannot attach to %s: it is paused (its cgroup is frozen)",
+                        t->what);
     /* All of the above was read from the process the pidfd holds. */
     if (proc_pidfd_signal(t->pidfd, 0) < 0)
         return err_make(err, 0, "cannot attach to %s: it has exited", t->what);

@@ -1,4 +1,5 @@
-/* `cocoon attach [options] ID|--pid PID [-- COMMAND [ARGS...]]` */
+/* `cocoon attach [options] ID|--pid PID [-- COMMAND [ARGS...]]`: ID is a
+ * cocoon, podman or containerd container. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,15 +15,15 @@ int cmd_attach(const struct runtime *rt, int argc, char **argv, struct err **err
         {"tools", required_argument, NULL, 'T'}, {"user", required_argument, NULL, 'u'},
         {"pid", required_argument, NULL, 'p'},   {"tty", no_argument, NULL, 't'},
         {"no-tty", no_argument, NULL, 'n'},      {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"fuse", no_argument, NULL, 'F'},        {NULL, 0, NULL, 0},
     };
     const char *usage = "attach [--tools DIR] [--user NAME|UID[:GROUP|GID]] [--tty|--no-tty] "
-                        "ID|--pid PID [-- COMMAND ARGS...]";
+                        "[--fuse] ID|--pid PID [-- COMMAND ARGS...]";
     struct attach_opts o = {.tty = -1};
     optind = 0; /* 0: glibc re-reads the ordering (permute) */
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "T:u:p:tnh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "T:u:p:tnhF", opts, NULL)) != -1) {
         switch (c) {
         case 'T': o.tools = optarg; break;
         case 'u': o.user = optarg; break;
@@ -35,7 +36,11 @@ int cmd_attach(const struct runtime *rt, int argc, char **argv, struct err **err
         }
         case 't': o.tty = 1; break;
         case 'n': o.tty = 0; break;
-        case 'h': printf("usage: cocoon %s\n", usage); return 0;
+        case 'F': o.fuse = true; break;
+        case 'h':
+            printf("usage: cocoon %s\n  ID: a cocoon container, or a podman or containerd one "
+                   "(its id, or a unique prefix of at least 3 hex digits of it)\n", usage);
+            return 0;
         default:
             return err_input(err, "attach: unknown or incomplete option `%s` (usage: cocoon %s)",
                              argv[optind - 1], usage);

@@ -263,3 +263,83 @@ def test_ctr_force_remove_exited_task(containerd, cocoon_bin, cname):
         assert task_status(containerd, cid) is None
     finally:
         containerd.remove_task(cid)
+
+
+# ---------------------------------------------------------------- cocoon attach by engine id
+
+def pidns_members(init):
+    """Host pids of the processes in the pid namespace of init."""
+    ref = os.readlink(f"/proc/{init}/ns/pid")
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.readlink(f"/proc/{d}/ns/pid") == ref:
+                    found.append(int(d))
+            except OSError:
+                pass
+    return sorted(found)
+
+
+def attach_sees(cocoon, engine_id, init, *opts):
+    """`cocoon attach [opts] ENGINE_ID` runs the host's ps in the container's
+    pid namespace (its init is pid 1 there); nothing is left after."""
+    r = cocoon.ok("attach", *opts, engine_id, "--", "sh", "-c",
+                  "readlink /proc/self/ns/pid; ps -e -o pid=,comm=")
+    lines = r.out.splitlines()
+    assert lines[0] == os.readlink(f"/proc/{init}/ns/pid"), r.out
+    procs = [l.split() for l in lines[1:]]
+    assert ["1", "sleep"] in procs and len(procs) <= 3, r.out  # sleep, sh, ps
+    wait_for(lambda: pidns_members(init) == [init], "only the container's init")
+
+
+@pytest.mark.parametrize("runtime", ["cocoon", "runc"])
+def test_attach_to_podman_container(podman, cocoon, pname, runtime):
+    """A podman container (its OCI runtime: cocoon, or runc) by its id, by
+    its short id (over --fuse), and refused while paused."""
+    if runtime == "runc" and tool_missing("runc"):
+        pytest.skip("runc not installed")
+    p = podman if runtime == "cocoon" else Podman(podman.workdir, "runc")
+    name = pname(f"att-{runtime}")
+    r = p("run", "-d", "--name", name, *RUN_OPTS, IMAGE, "sleep", "1000")
+    assert r.returncode == 0, r
+    cid = r.stdout.strip()
+    try:
+        init = int(p("inspect", "-f", "{{.State.Pid}}", name).stdout)
+        attach_sees(cocoon, cid, init)
+        attach_sees(cocoon, cid[:12], init, "--fuse")
+        assert p("pause", name).returncode == 0
+        cocoon.fail("attach", cid, "--", "true", expect=(cid, "paused"))
+        assert p("unpause", name).returncode == 0
+        attach_sees(cocoon, cid, init)
+    finally:
+        p("rm", "-f", "-t", "0", name)
+
+
+@pytest.mark.parametrize("runtime", ["runc", "cocoon"])
+def test_attach_to_containerd_task(containerd, cocoon, cocoon_bin, cname, runtime):
+    """A containerd task (runc, or cocoon as the shim's runtime binary) by
+    its container id."""
+    if runtime == "runc" and tool_missing("runc"):
+        pytest.skip("runc not installed")
+    cid = cname(f"att-{runtime}")
+    binary = ["--runc-binary", cocoon_bin] if runtime == "cocoon" else []
+    try:
+        r = containerd.ctr("run", "-d", *binary, IMAGE, cid, "sleep", "1000")
+        assert r.returncode == 0, r
+        rows = [l.split() for l in containerd.ctr("task", "list").stdout.splitlines()[1:]]
+        init = int([f[1] for f in rows if f and f[0] == cid][0])
+        attach_sees(cocoon, cid, init)
+        attach_sees(cocoon, cid, init, "--fuse")
+    finally:
+        containerd.remove_task(cid)
+
+
+def test_attach_unknown_engine_id(cocoon, token):
+    """An id that no runtime knows: the error names it and where it looked."""
+    cid = f"nosuch-{token[:10]}"
+    cocoon.fail("attach", cid, "--", "true",
+                expect=(f"container `{cid}` does not exist", "/run/runc", "/run/crun",
+                        "/run/containerd/runc"))
+    # a hex prefix too short to be an engine's id is not guessed at
+    cocoon.fail("attach", "ab", "--", "true", expect="`ab` does not exist")
