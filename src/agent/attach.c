@@ -16,28 +16,14 @@
 #include "common/util.h"
 #include "ns/mount_api.h"
 
-/* A detached recursive private clone of the tree at fd. */
-static int clone_tree(int fd, const char *what, struct err **err)
-{
-    int t = sys_open_tree(fd, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH |
-                                      OPEN_TREE_CLOEXEC);
-    if (t < 0)
-        return err_make(err, errno, "clone %s", what);
-    struct mount_attr attr = {.propagation = MS_PRIVATE};
-    if (sys_mount_setattr(t, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
-        int e = errno;
-        close(t);
-        return err_make(err, e, "make %s private", what);
-    }
-    return t;
-}
-
 int agent_attach_enter(int root_fd, int tools_fd, struct err **err)
 {
     struct attach_trees tr = {.tools = -1, .ctree = -1, .cwd = NULL};
-    tr.tools = clone_tree(tools_fd, "the tools", err);
-    if (tr.tools >= 0)
-        tr.ctree = clone_tree(root_fd, "the container's root", err);
+    tr.tools = mount_clone_tree(tools_fd, "", AT_EMPTY_PATH, MS_PRIVATE);
+    if (tr.tools < 0)
+        err_make(err, errno, "clone the tools");
+    else if ((tr.ctree = mount_clone_tree(root_fd, "", AT_EMPTY_PATH, MS_PRIVATE)) < 0)
+        err_make(err, errno, "clone the container's root");
     int r = tr.ctree < 0 ? -1 : attach_rootfs_build(&tr, err);
     attach_trees_close(&tr);
     return r;

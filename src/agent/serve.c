@@ -38,13 +38,6 @@
 /* Process output on its way into a frame; its pages go back when idle. */
 static uint8_t io_buf[AGENT_DATA_MAX] __attribute__((aligned(4096)));
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------ processes */
 
 static struct agent_proc *proc_find(struct agent *a, uint32_t id)
@@ -453,11 +446,11 @@ static int chan_write(struct agent *a, struct err **err)
 /* Before power off: let the last frames (REPLY, EXIT) out, for a while. */
 static void chan_drain(struct agent *a)
 {
-    int64_t end = now_ms() + FLUSH_MS;
+    int64_t end = mono_ms() + FLUSH_MS;
     while (a->chan >= 0 && agent_buf_len(&a->out) > 0) {
         if (agent_buf_flush(&a->out, a->chan) <= 0)
             break;
-        int64_t left = end - now_ms();
+        int64_t left = end - mono_ms();
         if (left <= 0)
             break;
         struct pollfd pfd = {.fd = a->chan, .events = POLLOUT};
@@ -486,7 +479,7 @@ static void reap(struct agent *a)
         if (p->id == 0 && !a->init_exited) {
             /* The container ends with its init: nothing else may outlive it. */
             a->init_exited = true;
-            a->init_exit_ms = now_ms();
+            a->init_exit_ms = mono_ms();
             kill(-1, SIGKILL);
         }
     }
@@ -508,7 +501,7 @@ static void report(struct agent *a)
         proc_free(a, p);
     }
     if (a->init_exited && a->procs == NULL && a->settle_ms == 0)
-        a->settle_ms = now_ms() + SETTLE_MS;
+        a->settle_ms = mono_ms() + SETTLE_MS;
 }
 
 static void poll_add(struct agent *a, unsigned *n, int fd, short events, struct agent_proc *p)
@@ -572,7 +565,7 @@ int agent_serve(struct agent *a, struct err **err)
         }
         int timeout = -1;
         if (a->init_exited) {
-            int64_t now = now_ms(), end = a->init_exit_ms + WIND_DOWN_MS;
+            int64_t now = mono_ms(), end = a->init_exit_ms + WIND_DOWN_MS;
             if (a->settle_ms && a->settle_ms < end)
                 end = a->settle_ms;
             if (now >= end || a->chan < 0) {

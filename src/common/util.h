@@ -34,6 +34,9 @@ int parse_int(const char *s, int *out);
 /* Number of entries in a NULL-terminated string vector (0 for NULL). */
 size_t strv_len(char *const *v);
 
+/* Milliseconds on CLOCK_MONOTONIC (for deadlines). */
+int64_t mono_ms(void);
+
 /* True if s starts with prefix. */
 static inline bool str_has_prefix(const char *s, const char *prefix)
 {

@@ -1,6 +1,8 @@
 /* Thin wrappers for the new mount API (open_tree, move_mount, mount_setattr),
  * which glibc 2.36 does not all declare. */
 #pragma once
+#include <errno.h>
+#include <fcntl.h>
 #include <linux/mount.h>
 #include <stdint.h>
 #include <sys/syscall.h>
@@ -27,4 +29,23 @@ static inline int sys_mount_setattr(int dfd, const char *path, unsigned flags,
                                     struct mount_attr *attr)
 {
     return (int)syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(*attr));
+}
+
+/* A detached recursive clone of the tree at dfd/path (open_tree flags may
+ * add AT_EMPTY_PATH), with `propagation` (MS_PRIVATE, MS_SLAVE) set on every
+ * mount of it so nothing done to it propagates back. An fd, or -1 (errno). */
+static inline int mount_clone_tree(int dfd, const char *path, unsigned flags,
+                                   uint64_t propagation)
+{
+    int t = sys_open_tree(dfd, path, OPEN_TREE_CLONE | AT_RECURSIVE | OPEN_TREE_CLOEXEC | flags);
+    if (t < 0)
+        return -1;
+    struct mount_attr a = {.propagation = propagation};
+    if (sys_mount_setattr(t, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0) {
+        int e = errno;
+        close(t);
+        errno = e;
+        return -1;
+    }
+    return t;
 }

@@ -57,8 +57,24 @@ static pid_t sandbox_agent(pid_t monitor)
     return sscanf(buf, "%d", &pid) == 1 && pid > 0 ? (pid_t)pid : -1;
 }
 
-/* In a child that joins the agent's mount namespace: mount the detached
- * tree at AGENT_SHARED_DIR/name (tree >= 0), or take it away (tree < 0). */
+/* Mount the detached tree at path, a new directory (tree >= 0), or take
+ * it away (tree < 0): 0, or an errno. */
+static int tree_place(const char *path, int tree)
+{
+    if (tree < 0)
+        return umount2(path, MNT_DETACH) < 0 || rmdir(path) < 0 ? errno : 0;
+    if (mkdir(path, 0700) < 0)
+        return errno;
+    if (sys_move_mount(tree, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+        int e = errno;
+        rmdir(path);
+        return e;
+    }
+    return 0;
+}
+
+/* tree_place at AGENT_SHARED_DIR/name in a child that joins the mount
+ * namespace of the sandbox's agent. */
 static int in_agent_ns(pid_t agent, int tree, const char *name, struct err **err)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, agent, 0);
@@ -74,15 +90,7 @@ static int in_agent_ns(pid_t agent, int tree, const char *name, struct err **err
         close(pipefd[0]);
         char path[PATH_MAX];
         snprintf(path, sizeof(path), AGENT_SHARED_DIR "/%s", name);
-        int e = 0;
-        if (setns(pidfd, CLONE_NEWNS) < 0)
-            e = errno;
-        else if (tree >= 0 && mkdir(path, 0700) < 0)
-            e = errno;
-        else if (tree >= 0 && sys_move_mount(tree, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            e = errno, rmdir(path);
-        else if (tree < 0 && (umount2(path, MNT_DETACH) < 0 || rmdir(path) < 0))
-            e = errno;
+        int e = setns(pidfd, CLONE_NEWNS) < 0 ? errno : tree_place(path, tree);
         if (write(pipefd[1], &e, sizeof(e)) != sizeof(e))
             _exit(1);
         _exit(0);
@@ -105,24 +113,16 @@ static int in_agent_ns(pid_t agent, int tree, const char *name, struct err **err
     return 0;
 }
 
-/* Mount the detached tree at shared/name of the state directory (tree >=
- * 0), or take it away (tree < 0). */
+/* tree_place at shared/name of the state directory (cocoon's VMM serves
+ * it to the guest). */
 static int in_share(int dirfd, int tree, const char *name, struct err **err)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "/proc/self/fd/%d/" VMC_SHARED_DIR "/%s", dirfd, name);
-    if (tree < 0) {
-        if (umount2(path, MNT_DETACH) < 0 || rmdir(path) < 0)
-            return err_make(err, errno, "unmount the tools from the VM's share");
-        return 0;
-    }
-    if (mkdir(path, 0700) < 0)
-        return err_make(err, errno, "the VM's share (%s)", VMC_SHARED_DIR);
-    if (sys_move_mount(tree, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-        int e = errno;
-        rmdir(path);
-        return err_make(err, e, "mount the tools in the VM's share");
-    }
+    int e = tree_place(path, tree);
+    if (e)
+        return err_make(err, e, "%s the tools in the VM's share (%s)",
+                        tree >= 0 ? "mount" : "unmount", VMC_SHARED_DIR);
     return 0;
 }
 
@@ -151,14 +151,12 @@ void vmc_shared_cleanup(int dirfd)
 /* A detached clone of the tools directory that never propagates back. */
 static int clone_tools(const char *tools, struct err **err)
 {
-    int t = sys_open_tree(AT_FDCWD, tools, OPEN_TREE_CLONE | AT_RECURSIVE | OPEN_TREE_CLOEXEC);
+    int t = mount_clone_tree(AT_FDCWD, tools, 0, MS_PRIVATE);
     if (t < 0)
         return err_make(err, errno, "tools directory `%s`", tools);
     struct stat sb;
-    struct mount_attr attr = {.propagation = MS_PRIVATE};
-    if (fstat(t, &sb) < 0 || !S_ISDIR(sb.st_mode) ||
-        sys_mount_setattr(t, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
-        int e = S_ISDIR(sb.st_mode) ? errno : ENOTDIR;
+    int e = fstat(t, &sb) < 0 ? errno : S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
+    if (e) {
         close(t);
         return err_make(err, e, "tools directory `%s`", tools);
     }

@@ -71,13 +71,6 @@ struct mon {
     long long deadline;        /* ms on CLOCK_MONOTONIC, or 0 */
 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Append a line to vm.log in the state directory. */
 static void mon_log(struct mon *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void mon_log(struct mon *m, const char *fmt, ...)
@@ -174,7 +167,7 @@ static void begin_shutdown(struct mon *m)
     m->shutting_down = true;
     struct pending *p = pend_add(m, NULL, 0, 0);
     to_agent(m, AGENT_SHUTDOWN, 0, p ? p->seq : 0, NULL, 0);
-    m->deadline = now_ms() + SHUTDOWN_GRACE_MS;
+    m->deadline = mono_ms() + SHUTDOWN_GRACE_MS;
 }
 
 /* A frame from a command on the control socket. */
@@ -525,7 +518,7 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
         m.out_fd[1] = 1;
         m.out_fd[2] = 2;
     }
-    m.deadline = now_ms() + (long long)o->hello_timeout_ms;
+    m.deadline = mono_ms() + (long long)o->hello_timeout_ms;
     bool chan_ok = true;
     for (;;) {
         if (!m.ready && m.child_gone) {
@@ -535,7 +528,7 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
         }
         if (m.child_gone && !outputs_pending(&m))
             break;
-        if (m.deadline && now_ms() >= m.deadline) {
+        if (m.deadline && mono_ms() >= m.deadline) {
             if (!m.ready)
                 ready_say(&m, "1 the guest agent did not answer within %u ms (see %s/vm.log)",
                           o->hello_timeout_ms, o->launch->state_dir);
@@ -585,7 +578,7 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
                     .events = POLLIN | (agent_buf_len(&m.conns[i].out) ? POLLOUT : 0)};
         int timeout = -1;
         if (m.deadline)
-            timeout = (int)(m.deadline - now_ms() < 0 ? 0 : m.deadline - now_ms());
+            timeout = (int)(m.deadline - mono_ms() < 0 ? 0 : m.deadline - mono_ms());
         if (poll(pf, (nfds_t)n, timeout) < 0 && errno != EINTR)
             break;
         if (pf[0].revents)

@@ -16,17 +16,11 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/util.h"
 #include "vm/vmc.h"
 
 #define RETRY_MS 5
 #define LINE_MAX_BYTES 32 /* the device's own limit for a handshake line */
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Is the VMM process still there? Peeks (WNOWAIT): its status stays for
  * whoever reaps it. */
