@@ -71,6 +71,11 @@ static int lock_dir(int fd, const char *id, struct err **err)
     return 0;
 }
 
+void state_dir_unlock(int dirfd)
+{
+    flock(dirfd, LOCK_UN);
+}
+
 int state_dir_create(int rootfd, const char *id, struct err **err)
 {
     if (state_check_id(id, err) < 0)

@@ -51,6 +51,10 @@ int state_dir_create(int rootfd, const char *id, struct err **err);
 /* Open and lock the directory of an existing container. Returns its fd. */
 int state_dir_open(int rootfd, const char *id, struct err **err);
 
+/* Let other commands act on the container while this one goes on (an exec
+ * relaying a long-running process); the fd stays usable. */
+void state_dir_unlock(int dirfd);
+
 /* Remove a container's directory and all it holds. */
 int state_dir_remove(int rootfd, const char *id, struct err **err);
 

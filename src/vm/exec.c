@@ -243,10 +243,15 @@ int vmc_exec(int dirfd, const struct container_state *st, const struct vmc_exec_
         slave = vmc_console_pty(sock, o->rows, o->cols, err);
         ret = slave < 0 ? -1 : 0;
     }
+    if (sock >= 0)
+        close_and_reset(&sock); /* the engine has its master: done with the socket */
     if (ret < 0) {
         agent_buf_free(&r.in);
         return -1;
     }
+    /* The process runs: others may act on the container while we relay (a
+     * detached relay shares this open file, and with it the lock). */
+    state_dir_unlock(dirfd);
     if (!o->detach) {
         if (slave >= 0) {
             setsid(); /* fails if we lead a group already: the pty is then just our stdio */

@@ -40,6 +40,7 @@ struct pending {
     uint32_t seq;        /* ours, toward the agent */
     uint32_t client_seq; /* the client's */
     uint32_t proc;
+    bool exec;           /* an EXEC: its route goes if the agent refuses it */
     struct conn *c;      /* NULL: the monitor's own (CREATE, SHUTDOWN) */
 };
 
@@ -191,6 +192,7 @@ static int conn_frame(struct mon *m, struct conn *c, const struct agent_hdr *h,
         uint32_t proc = ++m->next_proc;
         if ((pe = pend_add(m, c, h->seq, proc)) == NULL)
             return -1;
+        pe->exec = true;
         m->routes = xrealloc(m->routes, (m->n_routes + 1) * sizeof(*m->routes));
         m->routes[m->n_routes++] = (struct route){.proc = proc, .c = c};
         to_agent(m, AGENT_EXEC, proc, pe->seq, p, h->len);
@@ -266,7 +268,10 @@ static int agent_frame(struct mon *m, const struct agent_hdr *h, const uint8_t *
                 if (rep.error)
                     begin_shutdown(m);
             } else if (pe->c) {
-                if (rep.error && pe->proc && route_find(m, pe->proc) && h->proc)
+                /* Only a refused EXEC ends a route: a refused SIGNAL to a
+                 * process that has exited but not yet reported its EXIT
+                 * must not lose that EXIT. */
+                if (rep.error && pe->exec)
                     route_drop(m, pe->proc);
                 agent_buf_put_frame(&pe->c->out, AGENT_REPLY, pe->proc, pe->client_seq, p,
                                     h->len);

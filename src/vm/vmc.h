@@ -76,7 +76,7 @@ struct vmc_exec_opts {
 /* `exec` into a running VM container: this process (or, with detach, a
  * child left behind, whose pid goes to pid_file) relays stdio, signals and
  * window sizes to the guest process and ends with its status; *status gets
- * it (0 with detach). */
+ * it (0 with detach). dirfd's lock is released once the process runs. */
 int vmc_exec(int dirfd, const struct container_state *st, const struct vmc_exec_opts *o,
              int *status, struct err **err);
 

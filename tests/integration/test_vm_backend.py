@@ -257,6 +257,52 @@ def test_exec_detach_relay_forwards_signals(cocoon, make_bundle, tmp_path, nothi
     nothing_left()
 
 
+def test_exec_relay_leaves_the_container_to_other_commands(cocoon, make_bundle, tmp_path,
+                                                          nothing_left):
+    """A detached exec's relay does not keep the container locked: state and
+    delete go on while it runs, and the relay ends with the VM."""
+    cid = cocoon.id("vmexecl")
+    b = make_bundle("sleep", "1000")
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    cocoon.ok("start", cid)
+    pidfile = tmp_path / "exec.pid"
+    r = cocoon("exec", "--detach", "--pid-file", str(pidfile), cid, "sleep", "1000")
+    assert r.rc == 0, r
+    pid = int(pidfile.read_text())
+    assert pid_alive(pid)
+    assert json.loads(cocoon.ok("state", cid).out)["status"] == "running"
+    cocoon.ok("delete", "--force", cid)
+    wait_for(lambda: not pid_alive(pid), "the relay to end with the VM")
+    nothing_left()
+
+
+def test_exec_signal_after_the_process_exited_keeps_its_status(cocoon, make_bundle,
+                                                               nothing_left):
+    """A signal that reaches an exec'd process after it exited, while its
+    output is still open (a background child holds it), is refused by the
+    agent; the process's exit status must still come back."""
+    cid = cocoon.id("vmexecx")
+    b = make_bundle("sleep", "1000")
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    cocoon.ok("start", cid)
+    p = subprocess.Popen(cocoon.argv(("exec", cid, "sh", "-c",
+                                      "trap '' TERM; echo started; (sleep 1) & exit 3"),
+                                     glob=VM),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cocoon.env)
+    try:
+        assert p.stdout.readline() == b"started\n"
+        time.sleep(0.4)  # sh has exited; the background sleep holds stdout
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 3, (out, err)
+    cocoon.ok("delete", "--force", cid)
+    nothing_left()
+
+
 def test_exec_tty_console_socket(cocoon, make_bundle, console_socket, nothing_left):
     """exec --tty --detach --console-socket: a pty master comes back, the
     guest process has a terminal, and input typed on the master reaches it."""
