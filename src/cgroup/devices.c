@@ -76,7 +76,9 @@ static int parse_rule(struct json_object *e, size_t i, struct dev_rule *r, struc
     return 0;
 }
 
-static int write_v1(int dfd, const struct dev_rule *r, struct err **err)
+/* Write one rule to devices.allow or devices.deny; fds[0] and fds[1] keep
+ * those files open across rules (each write(2) is one rule). */
+static int write_v1(int dfd, int fds[2], const struct dev_rule *r, struct err **err)
 {
     char line[64], maj[24], min[24], acc[4];
     size_t n = 0;
@@ -91,8 +93,10 @@ static int write_v1(int dfd, const struct dev_rule *r, struct err **err)
     else
         snprintf(line, sizeof(line), "%c %s:%s %s", r->type, maj, min, acc);
     const char *file = r->allow ? "devices.allow" : "devices.deny";
-    cleanup_close int fd = openat(dfd, file, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, line, strlen(line)) < 0)
+    int *fd = &fds[r->allow ? 0 : 1];
+    if (*fd < 0)
+        *fd = openat(dfd, file, O_WRONLY | O_CLOEXEC);
+    if (*fd < 0 || write(*fd, line, strlen(line)) < 0)
         return err_make(err, errno, "linux.resources.devices: write `%s` to %s", line, file);
     return 0;
 }
@@ -218,10 +222,13 @@ int cgroup_apply_devices(struct json_object *arr, struct cgroup *cg, struct err 
     memcpy(rules + n, default_allow, sizeof(default_allow));
     int v1 = cg->mode == CGROUP_V2 ? -1 : cgroup_controller_fd(cg, "devices");
     if (v1 >= 0) {
-        for (size_t i = 0; i < n + nd; i++)
-            if (write_v1(v1, &rules[i], err) < 0)
-                goto out;
+        int fds[2] = {-1, -1};
         r = 0;
+        for (size_t i = 0; i < n + nd && r == 0; i++)
+            r = write_v1(v1, fds, &rules[i], err);
+        for (int i = 0; i < 2; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
     } else if (cg->mode == CGROUP_V2) {
         r = attach_v2(cgroup_v2_fd(cg), rules, n + nd, err);
     } else {

@@ -210,6 +210,11 @@ static int plan_build(struct json_object *sc, struct seccomp_plan **out, struct 
         free(p);
         return err_input(err, "seccomp_init");
     }
+    /* Syscall numbers as a binary tree, not a linear list: at install the
+     * kernel emulates the filter for every syscall number to build its action
+     * cache, and the tree halves that (210 -> 115 us for `cocoon spec`'s
+     * profile here), besides shortening every filtered syscall. */
+    seccomp_attr_set(p->ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
     int r;
     struct json_object *archs = jarr(sc, "architectures", B, err, &r);
     struct json_object *flags = r < 0 ? NULL : jarr(sc, "flags", B, err, &r);
@@ -376,7 +381,7 @@ int ns_seccomp_prepare(struct json_object *sc, int cache_dirfd, struct seccomp_p
     if (sc == NULL)
         return 0;
     const struct scmp_version *v = seccomp_version();
-    cleanup_free char *key = xasprintf("%s\nlibseccomp %u.%u.%u\n%s\n",
+    cleanup_free char *key = xasprintf("%s\nlibseccomp %u.%u.%u\n%s\nbinary tree\n",
                                        json_object_to_json_string_ext(sc, JSON_C_TO_STRING_PLAIN),
                                        v->major, v->minor, v->micro, "x86_64");
     size_t klen = strlen(key);
