@@ -9,6 +9,7 @@
 #include "agent/proto.h"
 
 struct err;
+struct oci_mount;
 struct oci_process;
 struct pollfd;
 
@@ -41,6 +42,7 @@ struct agent {
     int sig_fd;                  /* signalfd for SIGCHLD */
     int root_fd;                 /* the container's root directory */
     int shared_fd;               /* where the host puts tools for attach, or -1 */
+    int volumes_fd;              /* the host's clones of bind mounts' sources, or -1 */
     int pts_fd;                  /* ROOT/dev/pts once the root is set up, or -1 */
     bool root_ready;
     bool created;                /* CREATE succeeded */
@@ -65,10 +67,11 @@ int agent_boot_vm(struct agent *a, struct err **err);
 
 /* On a host, as PID 1 of new mount/pid/uts/ipc namespaces: make the mount
  * tree private, pivot into a tmpfs of its own with `root` bound at
- * /run/cocoon/rootfs and a fresh /proc, and serve fd chan_fd. hostname may
- * be NULL or empty. */
+ * /run/cocoon/rootfs (and `volumes`, the bind mounts' sources, at
+ * /run/cocoon/volumes) and a fresh /proc, and serve fd chan_fd. hostname
+ * and volumes may be NULL or empty. */
 int agent_boot_host(struct agent *a, int chan_fd, const char *root, const char *hostname,
-                    struct err **err);
+                    const char *volumes, struct err **err);
 
 /* Kill every process, sync and power the VM off (on a host: exit with
  * status). Returns only if the power-off failed (-1, errno). */
@@ -81,6 +84,11 @@ extern const char *const agent_dev_nodes[AGENT_N_DEV_NODES];
 /* Mount proc, sys and a fresh dev (nodes, devpts, shm) in the container
  * root, once; a->pts_fd gets ROOT/dev/pts. */
 int agent_root_setup(struct agent *a, struct err **err);
+
+/* config.json's mounts in the container root, in order (mounts.c): binds
+ * of entries of the volume share, mount(2) for any other type. */
+int agent_mounts_apply(struct agent *a, const struct oci_mount *mounts, size_t n,
+                       struct err **err);
 
 /* Fork the process of p into the container root with its stdio (pipes or a
  * pty) wired to pr. hold: it waits, set up, for agent_proc_start (CREATE);

@@ -32,12 +32,14 @@
 #define ROOTFS_DIR RUN_DIR "/rootfs"
 #define LOWER_DIR RUN_DIR "/lower"
 #define SHARED_DIR RUN_DIR "/shared" /* tools for attach, put there by the host */
+#define VOLUMES_DIR RUN_DIR "/volumes" /* bind mounts' sources, cloned there by the host */
 #define RW_DIR RUN_DIR "/rw"
 
 void agent_init(struct agent *a)
 {
     memset(a, 0, sizeof(*a));
     a->listen_fd = a->chan = a->sig_fd = a->root_fd = a->pts_fd = a->shared_fd = -1;
+    a->volumes_fd = -1;
 }
 
 /* The cocoon.* parameters of the kernel command line. */
@@ -48,6 +50,7 @@ struct boot_params {
     char flags[PARAM_MAX];     /* cocoon.rootflags: mount data (e.g. dax) */
     bool overlay;              /* cocoon.overlay=1 */
     char shared[PARAM_MAX];    /* cocoon.shared: the virtio-fs tag of the host's share */
+    char volumes[PARAM_MAX];   /* cocoon.volumes: the virtio-fs tag of bind mounts' sources */
 };
 
 static int mkdir_p(const char *path, mode_t mode, struct err **err)
@@ -128,7 +131,8 @@ static int read_params(struct boot_params *bp, struct err **err)
             !param(s, n, "cocoon.root=", bp->root) &&
             !param(s, n, "cocoon.rootfstype=", bp->fstype) &&
             !param(s, n, "cocoon.rootflags=", bp->flags) &&
-            !param(s, n, "cocoon.shared=", bp->shared))
+            !param(s, n, "cocoon.shared=", bp->shared) &&
+            !param(s, n, "cocoon.volumes=", bp->volumes))
             param(s, n, "cocoon.overlay=", overlay);
         s += n;
     }
@@ -259,6 +263,13 @@ int agent_boot_vm(struct agent *a, struct err **err)
         if (a->shared_fd < 0)
             return err_make(err, errno, "open " SHARED_DIR);
     }
+    if (bp.volumes[0]) {
+        if (mount_at(bp.volumes, VOLUMES_DIR, "virtiofs", MS_NOSUID | MS_NODEV, NULL, err) < 0)
+            return err_wrap(err, "cocoon.volumes=%s", bp.volumes);
+        a->volumes_fd = open(VOLUMES_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (a->volumes_fd < 0)
+            return err_make(err, errno, "open " VOLUMES_DIR);
+    }
     if (str_has_prefix(bp.channel, "vsock:"))
         return open_vsock(a, bp.channel + 6, err);
     if (bp.channel[0] != '/')
@@ -284,13 +295,14 @@ static int mnt_ns_of(const char *path, ino_t *out)
  * container's /dev binds), a fresh /proc, and the container root bound at
  * ROOTFS_DIR. The host's tree is detached: a process that breaks out of
  * the container's chroot finds this tmpfs, not the host. */
-static int host_world(int rootfd, struct err **err)
+static int host_world(int rootfd, int volfd, struct err **err)
 {
     if (mount("cocoon-init", STAGE_DIR, "tmpfs", MS_NOSUID, "mode=755,size=1m") < 0)
         return err_make(err, errno, "mount a tmpfs on " STAGE_DIR);
     if (mkdir_p(STAGE_DIR "/dev", 0755, err) < 0 || mkdir_p(STAGE_DIR "/proc", 0555, err) < 0 ||
         mkdir_p(STAGE_DIR ROOTFS_DIR, 0755, err) < 0 ||
         mkdir_p(STAGE_DIR SHARED_DIR, 0700, err) < 0 ||
+        mkdir_p(STAGE_DIR VOLUMES_DIR, 0700, err) < 0 ||
         mkdir_p(STAGE_DIR "/oldroot", 0700, err) < 0)
         return -1;
     char src[64], dst[64];
@@ -307,6 +319,9 @@ static int host_world(int rootfd, struct err **err)
     snprintf(src, sizeof(src), "/proc/self/fd/%d", rootfd);
     if (mount(src, STAGE_DIR ROOTFS_DIR, NULL, MS_BIND | MS_REC, NULL) < 0)
         return err_make(err, errno, "bind the container root");
+    snprintf(src, sizeof(src), "/proc/self/fd/%d", volfd);
+    if (volfd >= 0 && mount(src, STAGE_DIR VOLUMES_DIR, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return err_make(err, errno, "bind the volume share");
     if (syscall(SYS_pivot_root, STAGE_DIR, STAGE_DIR "/oldroot") < 0)
         return err_make(err, errno, "pivot_root");
     if (chdir("/") < 0 || umount2("/oldroot", MNT_DETACH) < 0)
@@ -318,7 +333,7 @@ static int host_world(int rootfd, struct err **err)
 }
 
 int agent_boot_host(struct agent *a, int chan_fd, const char *root, const char *hostname,
-                    struct err **err)
+                    const char *volumes, struct err **err)
 {
     a->vm = false;
     /* kill(-1) and mounts below are only harmless in our own namespaces. */
@@ -342,7 +357,14 @@ int agent_boot_host(struct agent *a, int chan_fd, const char *root, const char *
         return err_make(err, errno, "--root `%s`", root);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return err_make(err, errno, "make the mount tree private");
-    if (host_world(rootfd, err) < 0)
+    /* Opened before STAGE_DIR's tmpfs may hide it (the state is often in /tmp). */
+    cleanup_close int volfd = -1;
+    if (volumes && *volumes) {
+        volfd = open(volumes, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (volfd < 0)
+            return err_make(err, errno, "--volumes `%s`", volumes);
+    }
+    if (host_world(rootfd, volfd, err) < 0)
         return err_wrap(err, "the agent's own root");
     a->root_fd = open(ROOTFS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (a->root_fd < 0)
@@ -352,6 +374,11 @@ int agent_boot_host(struct agent *a, int chan_fd, const char *root, const char *
     a->shared_fd = open(SHARED_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (a->shared_fd < 0)
         return err_make(err, errno, "open " SHARED_DIR);
+    if (volfd >= 0) {
+        a->volumes_fd = open(VOLUMES_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (a->volumes_fd < 0)
+            return err_make(err, errno, "open " VOLUMES_DIR);
+    }
     if (hostname && *hostname && sethostname(hostname, strlen(hostname)) < 0)
         return err_make(err, errno, "--hostname `%s`", hostname);
     int fl = fcntl(chan_fd, F_GETFL);

@@ -21,7 +21,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: cocoon-init                  (as PID 1 of a VM; cocoon.* on the kernel "
                "command line)\n"
-               "       cocoon-init --channel-fd N --root DIR [--hostname NAME]\n"
+               "       cocoon-init --channel-fd N --root DIR [--hostname NAME] [--volumes DIR]\n"
                "                                    (as PID 1 of new mount, pid, uts and ipc "
                "namespaces)\n");
 }
@@ -55,12 +55,14 @@ __attribute__((noreturn)) static void power_off(const struct agent *a, int statu
 }
 
 /* Host mode's options; 0, or -1 after printing usage. */
-static int parse_args(int argc, char **argv, int *fd, const char **root, const char **hostname)
+static int parse_args(int argc, char **argv, int *fd, const char **root, const char **hostname,
+                      const char **volumes)
 {
     static const struct option opts[] = {
         {"channel-fd", required_argument, NULL, 'c'},
         {"root", required_argument, NULL, 'r'},
         {"hostname", required_argument, NULL, 'n'},
+        {"volumes", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -78,6 +80,9 @@ static int parse_args(int argc, char **argv, int *fd, const char **root, const c
             break;
         case 'n':
             *hostname = optarg;
+            break;
+        case 'v':
+            *volumes = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -112,10 +117,10 @@ int main(int argc, char **argv)
         r = agent_boot_vm(&a, &err);
     } else {
         int fd = -1;
-        const char *root = NULL, *hostname = NULL;
-        if (parse_args(argc, argv, &fd, &root, &hostname) < 0)
+        const char *root = NULL, *hostname = NULL, *volumes = NULL;
+        if (parse_args(argc, argv, &fd, &root, &hostname, &volumes) < 0)
             return 2;
-        r = agent_boot_host(&a, fd, root, hostname, &err);
+        r = agent_boot_host(&a, fd, root, hostname, volumes, &err);
     }
     if (r == 0)
         r = setup_signals(&a, &err);

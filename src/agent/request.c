@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,6 +105,91 @@ static int parse_attach(struct json_object *root, const char *name, bool create,
     return 0;
 }
 
+/* A string member of at most max bytes without NUL; NULL if absent. */
+static int opt_string(struct json_object *o, const char *key, size_t max, const char *what,
+                      char **out, struct err **err)
+{
+    struct json_object *v;
+    *out = NULL;
+    if (!json_object_object_get_ex(o, key, &v) || v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_string))
+        return err_input(err, "%s.%s must be a string", what, key);
+    const char *s = json_object_get_string(v);
+    size_t n = (size_t)json_object_get_string_len(v);
+    if (n > max || strlen(s) != n)
+        return err_input(err, "%s.%s must be at most %zu bytes, without NUL", what, key, max);
+    *out = xstrdup(s);
+    return 0;
+}
+
+/* A plain name: 1..255 bytes, no '/', not . or .. */
+static bool plain_name(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= 255 && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+static int parse_mount(struct json_object *o, const char *what, struct oci_mount *m,
+                       struct err **err)
+{
+    if (!json_object_is_type(o, json_type_object))
+        return err_input(err, "%s must be an object", what);
+    if (opt_string(o, "destination", PATH_MAX - 1, what, &m->destination, err) < 0 ||
+        opt_string(o, "type", 64, what, &m->type, err) < 0 ||
+        opt_string(o, "source", PATH_MAX - 1, what, &m->source, err) < 0)
+        return -1;
+    if (m->destination == NULL || m->destination[0] != '/')
+        return err_input(err, "%s.destination must be an absolute path", what);
+    struct json_object *opts;
+    if (json_object_object_get_ex(o, "options", &opts) && opts) {
+        if (!json_object_is_type(opts, json_type_array) ||
+            json_object_array_length(opts) > 64)
+            return err_input(err, "%s.options must be an array of at most 64 strings", what);
+        size_t n = json_object_array_length(opts);
+        m->options = xcalloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++) {
+            struct json_object *e = json_object_array_get_idx(opts, i);
+            const char *s = json_object_is_type(e, json_type_string) ? json_object_get_string(e)
+                                                                     : NULL;
+            if (s == NULL || strlen(s) != (size_t)json_object_get_string_len(e) ||
+                strlen(s) > 4096)
+                return err_input(err, "%s.options[%zu] must be a string", what, i);
+            m->options[i] = xstrdup(s);
+        }
+    }
+    if (oci_mount_parse_options(m, err) < 0)
+        return err_wrap(err, "%s", what);
+    if (m->bind && (m->source == NULL || !plain_name(m->source)))
+        return err_input(err, "%s: a bind's source must name an entry of the volume share", what);
+    return 0;
+}
+
+/* The optional "mounts" member of CREATE; 0 or -1 with *err. */
+static int parse_mounts(struct json_object *root, const char *name, bool create,
+                        struct agent_request *out, struct err **err)
+{
+    struct json_object *a;
+    if (!json_object_object_get_ex(root, "mounts", &a) || a == NULL)
+        return 0;
+    if (!create)
+        return err_input(err, "%s: `mounts` is only for CREATE", name);
+    if (!json_object_is_type(a, json_type_array) ||
+        json_object_array_length(a) > AGENT_MOUNTS_MAX)
+        return err_input(err, "%s: `mounts` must be an array of at most %d mounts", name,
+                         AGENT_MOUNTS_MAX);
+    size_t n = json_object_array_length(a);
+    out->mounts = xcalloc(n ? n : 1, sizeof(*out->mounts));
+    for (size_t i = 0; i < n; i++) {
+        out->n_mounts = i + 1;
+        char what[64];
+        snprintf(what, sizeof(what), "%s: mounts[%zu]", name, i);
+        if (parse_mount(json_object_array_get_idx(a, i), what, &out->mounts[i], err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int agent_request_parse(const uint8_t *data, size_t len, bool create, struct agent_request *out,
                         struct err **err)
 {
@@ -124,7 +210,8 @@ int agent_request_parse(const uint8_t *data, size_t len, bool create, struct age
         goto out;
     }
     if (parse_hostname(root, name, create, &out->hostname, err) < 0 ||
-        parse_attach(root, name, create, &out->attach_tools, err) < 0)
+        parse_attach(root, name, create, &out->attach_tools, err) < 0 ||
+        parse_mounts(root, name, create, out, err) < 0)
         goto out;
     /* Hand the process object to the OCI parser as text: one parser, one
      * set of checks for config.json, `exec --process` and the agent. */
@@ -149,7 +236,16 @@ void agent_request_free(struct agent_request *r)
     oci_process_free(r->process);
     free(r->hostname);
     free(r->attach_tools);
-    r->process = NULL;
-    r->hostname = NULL;
-    r->attach_tools = NULL;
+    for (size_t i = 0; i < r->n_mounts; i++) {
+        struct oci_mount *m = &r->mounts[i];
+        free(m->destination);
+        free(m->type);
+        free(m->source);
+        free(m->data);
+        for (char **o = m->options; o && *o; o++)
+            free(*o);
+        free(m->options);
+    }
+    free(r->mounts);
+    memset(r, 0, sizeof(*r));
 }

@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -48,4 +50,42 @@ static inline int mount_clone_tree(int dfd, const char *path, unsigned flags,
         return -1;
     }
     return t;
+}
+
+/* The mount_setattr(2) form of MS_* flags set and cleared by mount options
+ * (ro, nosuid, nodev, noexec, nodiratime, nosymfollow, the atime mode). */
+static inline struct mount_attr mount_attr_from_ms(unsigned long set, unsigned long clear)
+{
+    static const struct {
+        unsigned long ms;
+        uint64_t attr;
+    } map[] = {
+        {MS_RDONLY, MOUNT_ATTR_RDONLY},         {MS_NOSUID, MOUNT_ATTR_NOSUID},
+        {MS_NODEV, MOUNT_ATTR_NODEV},           {MS_NOEXEC, MOUNT_ATTR_NOEXEC},
+        {MS_NODIRATIME, MOUNT_ATTR_NODIRATIME}, {MS_NOSYMFOLLOW, MOUNT_ATTR_NOSYMFOLLOW},
+    };
+    struct mount_attr a = {0};
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (set & map[i].ms)
+            a.attr_set |= map[i].attr;
+        if (clear & map[i].ms)
+            a.attr_clr |= map[i].attr;
+    }
+    uint64_t mode = 0;
+    bool have = true;
+    if (set & MS_NOATIME)
+        mode = MOUNT_ATTR_NOATIME;
+    else if (set & MS_STRICTATIME)
+        mode = MOUNT_ATTR_STRICTATIME;
+    else if (set & MS_RELATIME)
+        mode = MOUNT_ATTR_RELATIME;
+    else if (clear & (MS_NOATIME | MS_STRICTATIME | MS_RELATIME))
+        mode = MOUNT_ATTR_RELATIME;
+    else
+        have = false;
+    if (have) {
+        a.attr_clr |= MOUNT_ATTR__ATIME;
+        a.attr_set |= mode;
+    }
+    return a;
 }

@@ -28,39 +28,6 @@ static void fd_path(char *buf, int fd)
     snprintf(buf, FD_PATH_LEN, "/proc/self/fd/%d", fd);
 }
 
-/* MS_* mount flags -> MOUNT_ATTR_* for mount_setattr(2). */
-static uint64_t ms_to_attr(unsigned long ms)
-{
-    uint64_t a = 0;
-    if (ms & MS_RDONLY) a |= MOUNT_ATTR_RDONLY;
-    if (ms & MS_NOSUID) a |= MOUNT_ATTR_NOSUID;
-    if (ms & MS_NODEV) a |= MOUNT_ATTR_NODEV;
-    if (ms & MS_NOEXEC) a |= MOUNT_ATTR_NOEXEC;
-    if (ms & MS_NODIRATIME) a |= MOUNT_ATTR_NODIRATIME;
-    if (ms & MS_NOSYMFOLLOW) a |= MOUNT_ATTR_NOSYMFOLLOW;
-    return a;
-}
-
-static void atime_attr(unsigned long set, unsigned long clear, struct mount_attr *attr)
-{
-    uint64_t mode = 0;
-    bool have = true;
-    if (set & MS_NOATIME)
-        mode = MOUNT_ATTR_NOATIME;
-    else if (set & MS_STRICTATIME)
-        mode = MOUNT_ATTR_STRICTATIME;
-    else if (set & MS_RELATIME)
-        mode = MOUNT_ATTR_RELATIME;
-    else if (clear & (MS_NOATIME | MS_STRICTATIME | MS_RELATIME))
-        mode = MOUNT_ATTR_RELATIME;
-    else
-        have = false;
-    if (have) {
-        attr->attr_clr |= MOUNT_ATTR__ATIME;
-        attr->attr_set |= mode;
-    }
-}
-
 /* Bind `src` (a host path, already opened or by name) onto the O_PATH fd
  * `target` with the mount's flags, through a detached clone of the tree. */
 static int bind_mount(int srcdir, const char *src, int target, unsigned long flags,
@@ -72,8 +39,7 @@ static int bind_mount(int srcdir, const char *src, int target, unsigned long fla
                                                             rec | (src[0] ? 0 : AT_EMPTY_PATH));
     if (tree < 0)
         return err_make(err, errno, "bind `%s`", src[0] ? src : "(fd)");
-    struct mount_attr attr = {.attr_set = ms_to_attr(flags), .attr_clr = ms_to_attr(clear)};
-    atime_attr(flags, clear, &attr);
+    struct mount_attr attr = mount_attr_from_ms(flags, clear);
     if ((attr.attr_set || attr.attr_clr) &&
         sys_mount_setattr(tree, "", AT_EMPTY_PATH | rec, &attr) < 0)
         return err_make(err, errno, "set mount options of `%s`", src);

@@ -489,7 +489,7 @@ int container_delete(const struct runtime *rt, const char *id, bool force, struc
         }
     }
     if (state_is_vm(st))
-        vmc_shared_cleanup(dirfd); /* a VM that stopped by itself: what attach left */
+        vmc_host_cleanup(dirfd); /* a VM that stopped by itself */
     return lifecycle_destroy(rootfd, dirfd, st, NULL, err);
 }
 

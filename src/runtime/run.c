@@ -140,6 +140,8 @@ int container_run(const struct runtime *rt, const struct create_opts *o, bool de
             .annotations = p.cfg->annotations, .n_annotations = p.cfg->n_annotations,
         };
         proc_stat(child.pid, NULL, &st.start_time);
+        if (p.vm)
+            vmc_host_cleanup(dfd); /* the monitor, and with it the VM, is gone */
         if (lifecycle_destroy(p.rootfd, dfd, &st, p.cfg, &e2) < 0 && r == 0) {
             *err = e2;
             e2 = NULL;

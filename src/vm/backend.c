@@ -35,14 +35,19 @@ bool vmc_wanted(const struct runtime *rt, const struct oci_config *cfg)
     return rt->vm || (h && strcmp(h, "vm") == 0);
 }
 
-/* The agent's CREATE request: the bundle's process and hostname. */
-static char *create_request(const struct oci_config *cfg)
+/* The agent's CREATE request: the bundle's process and hostname, and the
+ * mounts for the guest (vmc_volumes_prepare's; taken over). */
+static char *create_request(const struct oci_config *cfg, struct json_object *mounts)
 {
     struct json_object *req = json_object_new_object(), *proc;
     if (json_object_object_get_ex(cfg->json, "process", &proc))
         json_object_object_add(req, "process", json_object_get(proc));
     if (cfg->hostname)
         json_object_object_add(req, "hostname", json_object_new_string(cfg->hostname));
+    if (mounts && json_object_array_length(mounts))
+        json_object_object_add(req, "mounts", mounts);
+    else if (mounts)
+        json_object_put(mounts);
     char *s = xstrdup(json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN));
     json_object_put(req);
     return s;
@@ -94,7 +99,8 @@ static unsigned hello_timeout(enum vmc_hypervisor hv)
 /* The monitor process, forked from `create`: never returns. */
 static void __attribute__((noreturn))
 monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int ready_fd,
-             const char *state_dir, unsigned cpus, uint64_t memory_mib)
+             const char *state_dir, unsigned cpus, uint64_t memory_mib,
+             struct json_object *mounts)
 {
     setsid();
     struct err *e = NULL;
@@ -133,7 +139,8 @@ monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int
     l.cpus = cpus;
     l.memory_mib = memory_mib;
     l.timeout_ms = hello_timeout(l.hv);
-    char *req = create_request(p->cfg);
+    l.volumes = faccessat(dirfd, VMC_VOLUMES_DIR, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    char *req = create_request(p->cfg, mounts);
     struct vmc_monitor_opts mo = {
         .launch = &l, .create_json = req, .ready_fd = ready_fd, .dirfd = dirfd,
         .console_fd = console, .hello_timeout_ms = l.timeout_ms,
@@ -165,19 +172,29 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
         return err_make(err, e, "write %s/%s", state_dir, VMC_HYPERVISOR_FILE);
     }
     close(fd);
+    struct json_object *mounts = NULL;
+    if (vmc_volumes_prepare(p->dirfd, p->cfg, p->bundle, vmc_hypervisor_parse(rt->hypervisor),
+                            &mounts, err) < 0)
+        return err_wrap(err, "VM container `%s`", o->id);
     int ready[2];
-    if (pipe2(ready, O_CLOEXEC) < 0)
+    if (pipe2(ready, O_CLOEXEC) < 0) {
+        json_object_put(mounts);
+        vmc_volumes_cleanup(p->dirfd);
         return err_make(err, errno, "pipe");
+    }
     pid_t pid = fork();
     if (pid < 0) {
         close(ready[0]);
         close(ready[1]);
+        json_object_put(mounts);
+        vmc_volumes_cleanup(p->dirfd);
         return err_make(err, errno, "fork the VM monitor");
     }
     if (pid == 0) {
         close(ready[0]);
-        monitor_main(rt, p, console_sock, ready[1], state_dir, cpus, memory_mib);
+        monitor_main(rt, p, console_sock, ready[1], state_dir, cpus, memory_mib, mounts);
     }
+    json_object_put(mounts);
     close(ready[1]);
     char buf[1024];
     size_t have = 0;
@@ -198,6 +215,7 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     /* The monitor stops its VM and exits by itself: wait, leave nothing. */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
+    vmc_volumes_cleanup(p->dirfd);
     if (have >= 2 && buf[0] == '1')
         return err_make(err, 0, "VM container `%s`: %s", o->id, buf + 2);
     return err_make(err, 0, "VM container `%s`: the VM monitor failed (see %s/vm.log)", o->id,
@@ -324,10 +342,16 @@ static int stop_monitor(int dirfd, const struct container_state *st, struct err 
     return 0;
 }
 
+void vmc_host_cleanup(int dirfd)
+{
+    vmc_shared_cleanup(dirfd);
+    vmc_volumes_cleanup(dirfd);
+}
+
 int vmc_stop(int dirfd, const struct container_state *st, struct err **err)
 {
     int r = stop_monitor(dirfd, st, err);
     if (r == 0)
-        vmc_shared_cleanup(dirfd); /* what a killed attach left, once the VM is gone */
+        vmc_host_cleanup(dirfd);
     return r;
 }

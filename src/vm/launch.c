@@ -175,8 +175,10 @@ static int launch_sandbox(const struct vmc_launch *l, int sp[2], pid_t *child,
         return err_make(err, errno, "start the sandbox for cocoon-init");
     if (pid == 0) {
         child_stdio(l->log_fd, sp[1]);
+        char *volumes = l->volumes ? xasprintf("%s/" VMC_VOLUMES_DIR, l->state_dir) : NULL;
         char *argv[] = {"cocoon-init", "--channel-fd", "3", "--root", (char *)l->rootfs,
-                        "--hostname", (char *)(l->hostname ? l->hostname : ""), NULL};
+                        "--hostname", (char *)(l->hostname ? l->hostname : ""),
+                        volumes ? "--volumes" : NULL, volumes, NULL};
         execv(agent, argv);
         dprintf(2, "cocoon: exec %s: %s\n", agent, strerror(errno));
         _exit(127);
@@ -271,7 +273,8 @@ static int launch_cocoon(const struct vmc_launch *l, pid_t *child, int *channel,
     cleanup_free char *chan = xasprintf("vsock:%u", AGENT_VSOCK_PORT);
     cleanup_free char *base = guest_cmdline(chan, "/dev/pmem0", true, 'k');
     /* The host's share for attach tools: shared/ of the state directory. */
-    cleanup_free char *cmdline = xasprintf("%s cocoon.shared=" VMC_SHARED_TAG, base);
+    cleanup_free char *cmdline = xasprintf("%s cocoon.shared=" VMC_SHARED_TAG "%s", base,
+                                           l->volumes ? " cocoon.volumes=" VMC_VOLUMES_TAG : "");
     cleanup_free char *shared = xasprintf("%s/" VMC_SHARED_DIR, l->state_dir);
     if (mkdir(shared, 0700) < 0 && errno != EEXIST)
         return err_make(err, errno, "create %s", shared);
@@ -293,6 +296,16 @@ static int launch_cocoon(const struct vmc_launch *l, pid_t *child, int *channel,
     fs_options_default(&cfg.devices[cfg.n_devices].fs.fs);
     cfg.devices[cfg.n_devices].fs.fs.readonly = true; /* the guest reads tools, never writes the share */
     cfg.n_devices++;
+    cleanup_free char *volumes = xasprintf("%s/" VMC_VOLUMES_DIR, l->state_dir);
+    if (l->volumes) {
+        /* Read-write: each volume's own mount says whether it is read-only,
+         * and volumes/ itself is a read-only mount. */
+        cfg.devices[cfg.n_devices].kind = VM_DEV_FS;
+        cfg.devices[cfg.n_devices].fs = (struct virtio_fs_opts){.tag = VMC_VOLUMES_TAG,
+                                                                .dir = volumes};
+        fs_options_default(&cfg.devices[cfg.n_devices].fs.fs);
+        cfg.n_devices++;
+    }
     pid_t pid = fork();
     if (pid < 0)
         return err_make(err, errno, "fork");

@@ -7,6 +7,7 @@
 #include "vm/vmc.h"
 
 struct err;
+struct json_object;
 struct oci_config;
 
 /* Find cocoon-init: $COCOON_AGENT, next to the cocoon binary, or
@@ -33,6 +34,7 @@ struct vmc_launch {
     const char *root;        /* the state root (for caches) */
     const char *rootfs;      /* the bundle's rootfs directory */
     const char *hostname;
+    bool volumes;            /* the state directory has volumes/ for the guest */
     unsigned cpus;
     uint64_t memory_mib;
     int log_fd;              /* the hypervisor's and guest console's output */
@@ -44,6 +46,16 @@ struct vmc_launch {
  * rounded up (default 1); <0 (*err) if the limit cannot hold a VM. */
 int vmc_size(const struct oci_config *cfg, enum vmc_hypervisor hv, unsigned *cpus,
              uint64_t *memory_mib, struct err **err);
+
+/* config.json's mounts for the guest: *mounts gets the CREATE request's
+ * "mounts" array, and each bind's source is cloned into the state
+ * directory's volumes/ (VMC_VOLUMES_DIR) for the guest's volume share.
+ * On failure nothing is left mounted. */
+int vmc_volumes_prepare(int dirfd, const struct oci_config *cfg, const char *bundle,
+                        enum vmc_hypervisor hv, struct json_object **mounts, struct err **err);
+
+/* Unmount and remove volumes/ (after the VM is gone); never fails loudly. */
+void vmc_volumes_cleanup(int dirfd);
 
 /* Start the VM; *child gets the hypervisor process, *channel our end of the
  * agent channel (a connected stream socket: a socketpair for qemu's

@@ -86,9 +86,19 @@ int vmc_exec(int dirfd, const struct container_state *st, const struct vmc_exec_
 #define VMC_SHARED_DIR "shared"
 #define VMC_SHARED_TAG "cocoon-shared"
 
+/* The directory of the state directory holding clones of the bind mounts'
+ * sources, which the guest mounts read-write over virtio-fs (tag
+ * VMC_VOLUMES_TAG, /run/cocoon/volumes in the guest). */
+#define VMC_VOLUMES_DIR "volumes"
+#define VMC_VOLUMES_TAG "cocoon-volumes"
+
 /* Unmount and remove what attach left in the shared directory (after the VM
  * is gone, or a killed attach); never fails loudly. */
 void vmc_shared_cleanup(int dirfd);
+
+/* Once the VM is gone: unmount and remove what the host lent it (attach
+ * tools left by a killed attach, the volumes); never fails loudly. */
+void vmc_host_cleanup(int dirfd);
 
 /* The file in a VM container's state directory naming its hypervisor. */
 #define VMC_HYPERVISOR_FILE "vm.hypervisor"

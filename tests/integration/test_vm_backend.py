@@ -303,6 +303,57 @@ def test_exec_signal_after_the_process_exited_keeps_its_status(cocoon, make_bund
     nothing_left()
 
 
+def test_config_mounts_reach_the_guest(cocoon, make_bundle, hostdir, tmp_path, nothing_left):
+    """config.json's mounts in the guest: a tmpfs with its options, a
+    writable bind whose writes reach the host, a read-only bind of a
+    directory and a bind of a single file, all gone from the host after."""
+    (hostdir / "from-host").write_text("host data\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "f").write_text("read me\n")
+    single = tmp_path / "single.txt"
+    single.write_text("one file\n")
+    b = make_bundle("sh", "-c",
+                    "grep ' /scratch tmpfs ' /proc/mounts | grep -c size=1024k; "
+                    "cat /data/from-host; echo guest-wrote > /data/from-guest; "
+                    "cat /ro/f; (echo x > /ro/f) 2>/dev/null || echo ro-refused; "
+                    "cat /etc/single.txt; ls /run/cocoon/volumes >/dev/null 2>&1 || echo hidden")
+    b.add_mount("/scratch", "tmpfs", "tmpfs", ["nosuid", "size=1m"])
+    b.bind(str(hostdir), "/data")
+    b.bind(str(ro), "/ro", ["rbind", "ro"])
+    b.bind(str(single), "/etc/single.txt", ["bind"])
+    r = run_vm(cocoon, b, cocoon.id("vmmnt"))
+    assert r.rc == 0, r
+    assert r.out == ("1\nhost data\nread me\nro-refused\none file\nhidden\n"), r
+    assert (hostdir / "from-guest").read_text() == "guest-wrote\n"
+    assert (ro / "f").read_text() == "read me\n"
+    nothing_left()
+
+
+def test_bind_source_missing_in_a_vm_is_a_clear_error(cocoon, make_bundle, tmp_path,
+                                                      nothing_left):
+    b = make_bundle("true")
+    b.bind(str(tmp_path / "no-such-dir"), "/data")
+    b.bind(str(tmp_path), "/fine")
+    r = run_vm(cocoon, b, cocoon.id("vmmntbad"))
+    assert r.rc != 0, r
+    assert "no-such-dir" in r.err and "/data" in r.err, r.err
+    nothing_left()
+
+
+def test_bind_mounts_on_qemu_are_refused_up_front(cocoon, make_bundle, tmp_path, nothing_left):
+    """qemu gets no virtio-fs share from cocoon: a bind is a clear error
+    before any VM starts, not a guest that cannot find its volume."""
+    b = make_bundle("true")
+    b.bind(str(tmp_path), "/data")
+    b.save()
+    r = cocoon("run", "--bundle", b.path, cocoon.id("vmqbind"),
+               glob=("--vm", "--hypervisor", "qemu"))
+    assert r.rc != 0, r
+    assert "bind mounts need a virtio-fs share" in r.err, r.err
+    nothing_left()
+
+
 def test_exec_tty_console_socket(cocoon, make_bundle, console_socket, nothing_left):
     """exec --tty --detach --console-socket: a pty master comes back, the
     guest process has a terminal, and input typed on the master reaches it."""
