@@ -105,7 +105,7 @@ static int place(int vfd, const char *name, int src, const struct oci_mount *m,
 int vmc_volumes_prepare(int dirfd, const struct oci_config *cfg, const char *bundle,
                         enum vmc_hypervisor hv, struct json_object **mounts, struct err **err)
 {
-    *mounts = json_object_new_array();
+    *mounts = NULL;
     size_t nbinds = 0;
     for (size_t i = 0; i < cfg->n_mounts; i++)
         nbinds += cfg->mounts[i].bind;
@@ -114,6 +114,7 @@ int vmc_volumes_prepare(int dirfd, const struct oci_config *cfg, const char *bun
     if (nbinds && hv == VMC_HV_QEMU)
         return err_input(err, "bind mounts need a virtio-fs share, which cocoon's qemu launch "
                               "does not have (use --hypervisor cocoon)");
+    *mounts = json_object_new_array();
     cleanup_free int *src = xcalloc(cfg->n_mounts + 1, sizeof(int));
     for (size_t i = 0; i < cfg->n_mounts; i++)
         src[i] = -1;
