@@ -13,7 +13,6 @@
  * - qemu: no share (it would need virtiofsd): attach says so.
  * The guest is not trusted: it sees the tools for the session's length, so
  * --tools is required (the host's `/` is not shared by default). */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
@@ -128,24 +127,7 @@ static int in_share(int dirfd, int tree, const char *name, struct err **err)
 
 void vmc_shared_cleanup(int dirfd)
 {
-    int fd = openat(dirfd, VMC_SHARED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    DIR *d = fdopendir(fd);
-    if (d == NULL) {
-        close(fd);
-        return;
-    }
-    struct dirent *de;
-    char path[PATH_MAX];
-    while ((de = readdir(d)) != NULL) {
-        if (strncmp(de->d_name, "attach-", 7) != 0)
-            continue;
-        snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", fd, de->d_name);
-        umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW);
-        unlinkat(fd, de->d_name, AT_REMOVEDIR);
-    }
-    closedir(d);
+    vmc_subdir_clear(dirfd, VMC_SHARED_DIR, "attach-");
 }
 
 /* A detached clone of the tools directory that never propagates back. */

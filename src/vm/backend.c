@@ -1,5 +1,6 @@
 /* The VM backend's lifecycle: spawning the monitor at `create`, and the
  * commands (start, kill, delete) that reach it over its control socket. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -340,6 +342,30 @@ static int stop_monitor(int dirfd, const struct container_state *st, struct err 
     if (!proc_pidfd_wait(pidfd, 10000))
         return err_make(err, ETIMEDOUT, "the VM of container `%s` did not stop", st->id);
     return 0;
+}
+
+void vmc_subdir_clear(int dirfd, const char *sub, const char *prefix)
+{
+    int fd = openat(dirfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return;
+    }
+    struct dirent *de;
+    char path[PATH_MAX];
+    size_t plen = strlen(prefix);
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, plen) != 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", fd, de->d_name);
+        umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW);
+        if (unlinkat(fd, de->d_name, 0) < 0 && errno == EISDIR)
+            unlinkat(fd, de->d_name, AT_REMOVEDIR);
+    }
+    closedir(d);
 }
 
 void vmc_host_cleanup(int dirfd)

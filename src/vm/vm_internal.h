@@ -54,6 +54,10 @@ int vmc_size(const struct oci_config *cfg, enum vmc_hypervisor hv, unsigned *cpu
 int vmc_volumes_prepare(int dirfd, const struct oci_config *cfg, const char *bundle,
                         enum vmc_hypervisor hv, struct json_object **mounts, struct err **err);
 
+/* Unmount and remove the entries of the state directory's `sub` whose
+ * names start with `prefix` (what the host lent a VM); never fails loudly. */
+void vmc_subdir_clear(int dirfd, const char *sub, const char *prefix);
+
 /* Unmount and remove volumes/ (after the VM is gone); never fails loudly. */
 void vmc_volumes_cleanup(int dirfd);
 

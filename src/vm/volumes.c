@@ -6,7 +6,6 @@
  * read-only bind of itself: the guest may write in a writable volume, not
  * next to them. /proc, /sys, /dev, /dev/pts and /dev/shm are the agent's
  * own, as in every guest. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -196,21 +195,6 @@ void vmc_volumes_cleanup(int dirfd)
     /* The read-only bind of volumes/ takes the clones under it along. */
     for (int i = 0; i < 4 && umount2(p, MNT_DETACH | UMOUNT_NOFOLLOW) == 0; i++)
         ;
-    int fd = openat(dirfd, VMC_VOLUMES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    DIR *d = fdopendir(fd);
-    if (d == NULL) {
-        close(fd);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] != 'm')
-            continue;
-        if (unlinkat(fd, de->d_name, 0) < 0 && errno == EISDIR)
-            unlinkat(fd, de->d_name, AT_REMOVEDIR);
-    }
-    closedir(d);
+    vmc_subdir_clear(dirfd, VMC_VOLUMES_DIR, "m");
     unlinkat(dirfd, VMC_VOLUMES_DIR, AT_REMOVEDIR);
 }
