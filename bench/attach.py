@@ -39,6 +39,10 @@ import sys
 import tempfile
 import time
 
+import speclib
+
+HEADING = "## attach: cocoon attach against nsenter\n\n"
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -70,7 +74,9 @@ def main():
     ap.add_argument("--runs", type=int, default=60)
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--no-spec", action="store_true", help="do not write docs/SPEC.md")
     a = ap.parse_args()
+    load = os.getloadavg()
     if os.geteuid() != 0:
         sys.exit("attach.py: needs root")
     cocoon = os.path.abspath(a.cocoon)
@@ -132,33 +138,50 @@ def main():
         for r in range(a.runs):
             for k in names[r % len(names):] + names[:r % len(names)]:
                 times[k].append(timed(cases[k]))
+        out = []
+
+        def emit(line=""):
+            print(line)
+            out.append(line)
+
         med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-        print(f"cocoon attach vs nsenter ({a.runs} interleaved runs, medians; "
-              f"{a.files} files, {a.reps} walks per read command)\n")
-        print(f"{'command':<18} {'median ms':>10} {'min ms':>8}")
+        emit(f"cocoon attach vs nsenter ({a.runs} interleaved runs, medians; "
+             f"{a.files} files, {a.reps} walks per read command)")
+        emit()
+        emit(f"{'command':<18} {'median ms':>10} {'min ms':>8}")
         for k in names:
-            print(f"{k:<18} {med[k]:>10.2f} {min(times[k]) * 1000:>8.2f}")
+            emit(f"{k:<18} {med[k]:>10.2f} {min(times[k]) * 1000:>8.2f}")
         r_true = med["attach true"] / med["nsenter true"]
         r_true_m = med["attach true"] / med["nsenter -m true"]
         r_ls = med["attach ls -R"] / med["native ls -R"]
         r_grep = med["attach grep -r"] / med["native grep -r"]
         e_ls = med["attach ls -R"] / med["exec ls -R"]
         e_grep = med["attach grep -r"] / med["exec grep -r"]
-        print()
-        print(f"attach+true / nsenter+true (same namespaces): {r_true:.2f}x  (target <= 2x)")
-        print(f"attach+true / nsenter -m + true:              {r_true_m:.2f}x")
-        print(f"ls -R via /var/lib/cntr / cocoon exec:        {e_ls:.2f}x  (target <= 1x + noise)")
-        print(f"grep -r via /var/lib/cntr / cocoon exec:      {e_grep:.2f}x  (target <= 1x + noise)")
-        print(f"ls -R via /var/lib/cntr / nsenter -m:         {r_ls:.2f}x")
-        print(f"grep -r via /var/lib/cntr / nsenter -m:       {r_grep:.2f}x")
+        emit()
+        emit(f"attach+true / nsenter+true (same namespaces): {r_true:.2f}x  (target <= 2x)")
+        emit(f"attach+true / nsenter -m + true:              {r_true_m:.2f}x")
+        emit(f"ls -R via /var/lib/cntr / cocoon exec:        {e_ls:.2f}x  (target <= 1x + noise)")
+        emit(f"grep -r via /var/lib/cntr / cocoon exec:      {e_grep:.2f}x  (target <= 1x + noise)")
+        emit(f"ls -R via /var/lib/cntr / nsenter -m:         {r_ls:.2f}x")
+        emit(f"grep -r via /var/lib/cntr / nsenter -m:       {r_grep:.2f}x")
         fuse_ratios = (("--fuse attach+true / nsenter+true:", "fuse true", "nsenter true"),
                        ("--fuse ls -R / cocoon exec:", "fuse ls -R", "exec ls -R"),
                        ("--fuse grep -r / cocoon exec:", "fuse grep -r", "exec grep -r"))
         for label, num, den in fuse_ratios:
-            print(f"{label:<46}{med[num] / med[den]:.2f}x")
-        print("(attach and exec run under the container's seccomp filter and in its cgroup;\n"
-              " nsenter under neither)")
-        print("\n(2 shared cores, others compiling: indicative figures)")
+            emit(f"{label:<46}{med[num] / med[den]:.2f}x")
+        emit("(attach and exec run under the container's seccomp filter and in its cgroup;")
+        emit(" nsenter under neither)")
+        end = os.getloadavg()
+        measured = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPUs, load "
+                    f"average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start, "
+                    f"{end[0]:.2f} {end[1]:.2f} {end[2]:.2f} at the end; `/usr/bin/python3 "
+                    f"bench/attach.py {' '.join(sys.argv[1:])}` (part of `make bench`). What is "
+                    "measured: see the docstring of bench/attach.py.")
+        print("\n" + measured)
+        if not a.no_spec:
+            speclib.write_section("attach", HEADING,
+                                  "```\n" + "\n".join(out) + "\n```\n\n" + measured)
+            print("bench: attach: wrote docs/SPEC.md")
     finally:
         cleanup()
 

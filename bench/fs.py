@@ -51,6 +51,9 @@ import tarfile
 import tempfile
 import time
 
+import speclib
+
+HEADING = "## FUSE server: cocoon fs mount against the native directory and bindfs\n\n"
 HIGHER = {"seq-write", "seq-write-fsync", "seq-read", "rand-read", "rand-write"}  # throughput metrics
 
 
@@ -236,7 +239,9 @@ def main():
                     help="inodes known when the server's RSS is measured")
     ap.add_argument("--no-rss", action="store_true", help="skip the RSS measurement")
     ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument("--no-spec", action="store_true", help="do not write docs/SPEC.md")
     args = ap.parse_args()
+    load = os.getloadavg()
     if os.geteuid() != 0:
         sys.exit("bench/fs.py: needs root (mount)")
     if shutil.which("fio") is None:
@@ -296,16 +301,23 @@ def main():
             t.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+    out = []
+
+    def emit(line=""):
+        print(line)
+        out.append(line)
+
     med = {t: {m: statistics.median(v) for m, v in ms.items()} for t, ms in results.items()}
     base = med.get("native")
     names = [t.name for t in targets]
-    print(f"\nfs bench: {args.runs} runs, median; seq {args.size_mib} MiB, {args.files} files, "
+    emit()
+    emit(f"fs bench: {args.runs} runs, median; seq {args.size_mib} MiB, {args.files} files, "
           f"tar of {args.tar_src}; ratio = target/native, "
           f"throughput ({'/'.join(sorted(HIGHER))}) higher is better, times lower is better")
     head = f"{'metric':<15} {'unit':<6}" + "".join(f" {n:>12}" for n in names)
     if base:
         head += "".join(f" {n + '/nat':>16}" for n in names if n != "native")
-    print(head)
+    emit(head)
     verdict = []
     for m in metrics:
         line = f"{m:<15} {UNITS[m]:<6}" + "".join(f" {med[n][m]:>12.2f}" for n in names)
@@ -320,19 +332,27 @@ def main():
                         verdict.append((m, ratio, ratio >= 0.7, ">= 0.7x"))
                     elif m in ("create-stat", "tar-x"):
                         verdict.append((m, ratio, ratio <= 3.0, "<= 3x"))
-        print(line)
+        emit(line)
     for m, ratio, ok, want in verdict:
-        print(f"target {m}: cocoon {ratio:.2f}x native (want {want}): "
+        emit(f"target {m}: cocoon {ratio:.2f}x native (want {want}): "
               f"{'met' if ok else 'NOT met'}")
     for label, (kib, fds) in rss.items():
         lim = "RLIMIT_NOFILE as given (soft raised to hard)" if label == "default" \
             else f"RLIMIT_NOFILE {label}:{label}"
-        print(f"server RSS with {args.rss_files} inodes known, {lim}: {kib} KiB "
+        emit(f"server RSS with {args.rss_files} inodes known, {lim}: {kib} KiB "
               f"({kib / 1024:.1f} MiB), {fds} fds")
     if "default" in rss:
         kib = max(k for k, _ in rss.values())
-        print(f"target server RSS < 4 MiB with {args.rss_files} inodes: "
+        emit(f"target server RSS < 4 MiB with {args.rss_files} inodes: "
               f"{'met' if kib < 4096 else 'NOT met'} ({kib} KiB)")
+    if not args.no_spec:
+        end = os.getloadavg()
+        speclib.write_section("fs", HEADING, "```\n" + "\n".join(out) + "\n```\n\n" + (
+            f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPUs, load average "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start, {end[0]:.2f} {end[1]:.2f} "
+            f"{end[2]:.2f} at the end; `/usr/bin/python3 bench/fs.py {' '.join(sys.argv[1:])}` "
+            "(part of `make bench`). What is measured: see the docstring of bench/fs.py."))
+        print("bench: fs: wrote docs/SPEC.md")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"runs": args.runs, "size_mib": args.size_mib, "files": args.files,

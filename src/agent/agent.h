@@ -90,6 +90,10 @@ int agent_root_setup(struct agent *a, struct err **err);
 int agent_mounts_apply(struct agent *a, const struct oci_mount *mounts, size_t n,
                        struct err **err);
 
+/* root.readonly: the container root's own mount becomes read-only (the
+ * mounts on it keep their own flags), as a namespace container's. */
+int agent_root_readonly(struct agent *a, struct err **err);
+
 /* Fork the process of p into the container root with its stdio (pipes or a
  * pty) wired to pr. hold: it waits, set up, for agent_proc_start (CREATE);
  * else it runs at once (EXEC). Returns once it is set up (hold) or has

@@ -86,3 +86,11 @@ int agent_mounts_apply(struct agent *a, const struct oci_mount *mounts, size_t n
     }
     return 0;
 }
+
+int agent_root_readonly(struct agent *a, struct err **err)
+{
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (sys_mount_setattr(a->root_fd, "", AT_EMPTY_PATH, &attr) < 0)
+        return err_make(err, errno, "make the container root read-only (root.readonly)");
+    return 0;
+}

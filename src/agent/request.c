@@ -84,6 +84,22 @@ static int parse_hostname(struct json_object *root, const char *name, bool creat
     return 0;
 }
 
+/* The optional "readonly" member of CREATE (config.json's root.readonly);
+ * 0 or -1 with *err. */
+static int parse_readonly(struct json_object *root, const char *name, bool create, bool *out,
+                          struct err **err)
+{
+    struct json_object *r;
+    if (!json_object_object_get_ex(root, "readonly", &r) || r == NULL)
+        return 0;
+    if (!create)
+        return err_input(err, "%s: `readonly` is only for CREATE", name);
+    if (!json_object_is_type(r, json_type_boolean))
+        return err_input(err, "%s: `readonly` must be true or false", name);
+    *out = json_object_get_boolean(r);
+    return 0;
+}
+
 /* The optional "attach" member: {"tools": NAME}; 0 or -1 with *err. */
 static int parse_attach(struct json_object *root, const char *name, bool create, char **out,
                         struct err **err)
@@ -211,7 +227,8 @@ int agent_request_parse(const uint8_t *data, size_t len, bool create, struct age
     }
     if (parse_hostname(root, name, create, &out->hostname, err) < 0 ||
         parse_attach(root, name, create, &out->attach_tools, err) < 0 ||
-        parse_mounts(root, name, create, out, err) < 0)
+        parse_mounts(root, name, create, out, err) < 0 ||
+        parse_readonly(root, name, create, &out->readonly, err) < 0)
         goto out;
     /* Hand the process object to the OCI parser as text: one parser, one
      * set of checks for config.json, `exec --process` and the agent. */

@@ -21,6 +21,7 @@ struct agent_request {
                                   * shared directory; 1..255 bytes, not . or .., no '/' */
     struct oci_mount *mounts;    /* CREATE only; options parsed (flags, data, bind) */
     size_t n_mounts;
+    bool readonly;               /* CREATE only: root.readonly */
 };
 
 /* Parse a CREATE (create = true) or EXEC request of len bytes. Returns 0 with

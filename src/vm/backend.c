@@ -37,8 +37,9 @@ bool vmc_wanted(const struct runtime *rt, const struct oci_config *cfg)
     return rt->vm || (h && strcmp(h, "vm") == 0);
 }
 
-/* The agent's CREATE request: the bundle's process and hostname, and the
- * mounts for the guest (vmc_volumes_prepare's; taken over). */
+/* The agent's CREATE request: the bundle's process, hostname and
+ * root.readonly, and the mounts for the guest (vmc_volumes_prepare's;
+ * taken over). */
 static char *create_request(const struct oci_config *cfg, struct json_object *mounts)
 {
     struct json_object *req = json_object_new_object(), *proc;
@@ -46,6 +47,8 @@ static char *create_request(const struct oci_config *cfg, struct json_object *mo
         json_object_object_add(req, "process", json_object_get(proc));
     if (cfg->hostname)
         json_object_object_add(req, "hostname", json_object_new_string(cfg->hostname));
+    if (cfg->root_readonly)
+        json_object_object_add(req, "readonly", json_object_new_boolean(true));
     if (mounts && json_object_array_length(mounts))
         json_object_object_add(req, "mounts", mounts);
     else if (mounts)
@@ -101,8 +104,7 @@ static unsigned hello_timeout(enum vmc_hypervisor hv)
 /* The monitor process, forked from `create`: never returns. */
 static void __attribute__((noreturn))
 monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int ready_fd,
-             const char *state_dir, unsigned cpus, uint64_t memory_mib,
-             struct json_object *mounts)
+             struct vmc_launch *l, struct json_object *mounts)
 {
     setsid();
     struct err *e = NULL;
@@ -113,7 +115,7 @@ monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int
     }
     /* The locked state directory fd stays with `create`: a new one here
      * (flock belongs to the open file), so later commands can lock it. */
-    int dirfd = open(state_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int dirfd = open(l->state_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     close(p->dirfd);
     close(p->rootfd);
     int log_fd = openat(dirfd, "vm.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -132,20 +134,17 @@ monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int
     }
     if (chdir("/") < 0)
         _exit(255);
-    struct vmc_launch l = {
-        .hv = vmc_hypervisor_parse(rt->hypervisor), .state_dir = state_dir, .root = NULL,
-        .rootfs = p->rootfs, .hostname = p->cfg->hostname, .log_fd = log_fd,
-    };
+    l->rootfs = p->rootfs;
+    l->hostname = p->cfg->hostname;
+    l->log_fd = log_fd;
     char root[PATH_MAX];
-    l.root = realpath(rt->root, root) ? root : rt->root;
-    l.cpus = cpus;
-    l.memory_mib = memory_mib;
-    l.timeout_ms = hello_timeout(l.hv);
-    l.volumes = faccessat(dirfd, VMC_VOLUMES_DIR, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    l->root = realpath(rt->root, root) ? root : rt->root;
+    l->timeout_ms = hello_timeout(l->hv);
+    l->volumes = faccessat(dirfd, VMC_VOLUMES_DIR, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
     char *req = create_request(p->cfg, mounts);
     struct vmc_monitor_opts mo = {
-        .launch = &l, .create_json = req, .ready_fd = ready_fd, .dirfd = dirfd,
-        .console_fd = console, .hello_timeout_ms = l.timeout_ms,
+        .launch = l, .create_json = req, .ready_fd = ready_fd, .dirfd = dirfd,
+        .console_fd = console, .hello_timeout_ms = l->timeout_ms,
     };
     _exit(vmc_monitor(&mo));
 }
@@ -156,11 +155,14 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     char root[PATH_MAX];
     if (realpath(rt->root, root) == NULL)
         return err_make(err, errno, "state root `%s`", rt->root);
-    unsigned cpus;
-    uint64_t memory_mib;
-    if (vmc_size(p->cfg, vmc_hypervisor_parse(rt->hypervisor), &cpus, &memory_mib, err) < 0)
-        return err_wrap(err, "VM container `%s`", o->id);
     cleanup_free char *state_dir = xasprintf("%s/%s", root, o->id);
+    struct vmc_launch l = {
+        .hv = vmc_hypervisor_parse(rt->hypervisor), .state_dir = state_dir,
+        .root_readonly = p->cfg->root_readonly,
+    };
+    if (vmc_size(p->cfg, l.hv, &l.cpus, &l.memory_mib, err) < 0 ||
+        vmc_rootfs_choose(p->cfg, l.hv, &l.rootfs_mode, err) < 0)
+        return err_wrap(err, "VM container `%s`", o->id);
     int fd = openat(p->dirfd, VMC_CREATED, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return err_make(err, errno, "create %s/%s", state_dir, VMC_CREATED);
@@ -175,8 +177,7 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     }
     close(fd);
     struct json_object *mounts = NULL;
-    if (vmc_volumes_prepare(p->dirfd, p->cfg, p->bundle, vmc_hypervisor_parse(rt->hypervisor),
-                            &mounts, err) < 0)
+    if (vmc_volumes_prepare(p->dirfd, p->cfg, p->bundle, l.hv, &mounts, err) < 0)
         return err_wrap(err, "VM container `%s`", o->id);
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) < 0) {
@@ -194,7 +195,7 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     }
     if (pid == 0) {
         close(ready[0]);
-        monitor_main(rt, p, console_sock, ready[1], state_dir, cpus, memory_mib, mounts);
+        monitor_main(rt, p, console_sock, ready[1], &l, mounts);
     }
     json_object_put(mounts);
     close(ready[1]);

@@ -93,7 +93,7 @@ static int make_rootfs_image(const struct vmc_launch *l, char **image, struct er
 }
 
 /* What a real guest boots from: kernel, initramfs (cocoon-init as /init)
- * and the rootfs image. */
+ * and, for an erofs root, the rootfs image. */
 struct guest_files {
     char *kernel, *initrd, *image;
 };
@@ -113,8 +113,9 @@ static int guest_files(const struct vmc_launch *l, struct guest_files *g, struct
     if (rootfd < 0)
         return err_make(err, errno, "state root `%s`", l->root);
     if (vmc_find_agent(&agent, err) < 0 || vmc_find_kernel(&g->kernel, err) < 0 ||
-        vmc_initramfs(rootfd, l->root, agent, &g->initrd, err) < 0 ||
-        make_rootfs_image(l, &g->image, err) < 0)
+        vmc_initramfs(rootfd, l->root, agent, &g->initrd, err) < 0)
+        return -1;
+    if (l->rootfs_mode == VMC_ROOTFS_EROFS && make_rootfs_image(l, &g->image, err) < 0)
         return -1;
     return 0;
 }
@@ -147,17 +148,6 @@ static int guest_native(const struct vmc_launch *l, bool *native, double *mips,
         fclose(f);
     }
     return 0;
-}
-
-/* The kernel command line every cocoon guest gets. The agent ends the VM
- * with a reboot (there is no ACPI to power off with): `reboot` says how the
- * kernel resets — k (i8042, cocoon's VMM) or t (triple fault, qemu microvm
- * without an i8042) — and the VMM ends instead of rebooting. */
-static char *guest_cmdline(const char *channel, const char *root_dev, bool dax, char reboot)
-{
-    return xasprintf("console=ttyS0 reboot=%c panic=-1 quiet cocoon.channel=%s "
-                     "cocoon.root=%s cocoon.rootfstype=erofs%s cocoon.overlay=1",
-                     reboot, channel, root_dev, dax ? " cocoon.rootflags=dax" : "");
 }
 
 static int launch_sandbox(const struct vmc_launch *l, int sp[2], pid_t *child,
@@ -200,7 +190,9 @@ static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, stru
             return -1;
         accel = native ? "kvm" : "tcg";
     }
-    cleanup_free char *cmdline = guest_cmdline("/dev/hvc0", "/dev/vda", false, 't');
+    /* vmc_rootfs_choose gave qemu an erofs root, on virtio-blk. */
+    struct vmc_guest_root root = {.mode = VMC_ROOTFS_EROFS, .source = "/dev/vda"};
+    cleanup_free char *cmdline = vmc_guest_cmdline("/dev/hvc0", &root, 't');
     cleanup_free char *mem = xasprintf("%llu", (unsigned long long)l->memory_mib);
     cleanup_free char *smp = xasprintf("%u", l->cpus);
     cleanup_free char *drive = xasprintf("id=root,file=%s,format=raw,if=none,readonly=on", g.image);
@@ -233,20 +225,16 @@ static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, stru
 }
 
 /* The agent's channel on cocoon's VMM: vsock, through the device's Unix
- * socket in the state directory (the VMM runs there, so the socket's path
- * is short whatever the state directory's length). */
-#define VSOCK_SOCK "vsock.sock"
-#define VSOCK_GUEST_CID 3
-
+ * socket in the state directory. */
 static int connect_agent(const struct vmc_launch *l, pid_t vmm, int *channel, struct err **err)
 {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int dfd = -1;
-    if ((size_t)snprintf(path, sizeof(path), "%s/%s", l->state_dir, VSOCK_SOCK) >= sizeof(path)) {
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", l->state_dir, VMC_VSOCK_SOCK) >= sizeof(path)) {
         dfd = open(l->state_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0)
             return err_make(err, errno, "%s", l->state_dir);
-        snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dfd, VSOCK_SOCK);
+        snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dfd, VMC_VSOCK_SOCK);
     }
     int r = vmc_vsock_connect(path, AGENT_VSOCK_PORT, l->timeout_ms, vmm, channel, err);
     if (dfd >= 0)
@@ -270,42 +258,18 @@ static int launch_cocoon(const struct vmc_launch *l, pid_t *child, int *channel,
     cleanup_guest_files struct guest_files g = {0};
     if (guest_files(l, &g, err) < 0)
         return -1;
-    cleanup_free char *chan = xasprintf("vsock:%u", AGENT_VSOCK_PORT);
-    cleanup_free char *base = guest_cmdline(chan, "/dev/pmem0", true, 'k');
-    /* The host's share for attach tools: shared/ of the state directory. */
-    cleanup_free char *cmdline = xasprintf("%s cocoon.shared=" VMC_SHARED_TAG "%s", base,
-                                           l->volumes ? " cocoon.volumes=" VMC_VOLUMES_TAG : "");
     cleanup_free char *shared = xasprintf("%s/" VMC_SHARED_DIR, l->state_dir);
     if (mkdir(shared, 0700) < 0 && errno != EEXIST)
         return err_make(err, errno, "create %s", shared);
-    struct vm_config cfg = {
-        .kernel = g.kernel, .initrd = g.initrd, .cmdline = cmdline, .cpus = l->cpus,
-        .memory_mib = l->memory_mib, .console_fd = l->log_fd, .console_in_fd = -1,
-        .map_kernel = true, .pit = true, .handle_signals = true,
-    };
-    cfg.devices[cfg.n_devices].kind = VM_DEV_VSOCK;
-    cfg.devices[cfg.n_devices].vsock =
-        (struct virtio_vsock_opts){.guest_cid = VSOCK_GUEST_CID, .uds_path = VSOCK_SOCK};
-    cfg.n_devices++;
-    cfg.devices[cfg.n_devices].kind = VM_DEV_PMEM;
-    cfg.devices[cfg.n_devices].pmem = (struct virtio_pmem_opts){.path = g.image};
-    cfg.n_devices++;
-    cfg.devices[cfg.n_devices++].kind = VM_DEV_RNG;
-    cfg.devices[cfg.n_devices].kind = VM_DEV_FS;
-    cfg.devices[cfg.n_devices].fs = (struct virtio_fs_opts){.tag = VMC_SHARED_TAG, .dir = shared};
-    fs_options_default(&cfg.devices[cfg.n_devices].fs.fs);
-    cfg.devices[cfg.n_devices].fs.fs.readonly = true; /* the guest reads tools, never writes the share */
-    cfg.n_devices++;
     cleanup_free char *volumes = xasprintf("%s/" VMC_VOLUMES_DIR, l->state_dir);
-    if (l->volumes) {
-        /* Read-write: each volume's own mount says whether it is read-only,
-         * and volumes/ itself is a read-only mount. */
-        cfg.devices[cfg.n_devices].kind = VM_DEV_FS;
-        cfg.devices[cfg.n_devices].fs = (struct virtio_fs_opts){.tag = VMC_VOLUMES_TAG,
-                                                                .dir = volumes};
-        fs_options_default(&cfg.devices[cfg.n_devices].fs.fs);
-        cfg.n_devices++;
-    }
+    struct vmc_cocoon_guest guest = {
+        .launch = l, .kernel = g.kernel, .initrd = g.initrd, .image = g.image,
+        .shared_dir = shared, .volumes_dir = volumes,
+    };
+    struct vm_config cfg;
+    cleanup_free char *cmdline = NULL;
+    if (vmc_cocoon_config(&guest, &cfg, &cmdline, err) < 0)
+        return -1;
     pid_t pid = fork();
     if (pid < 0)
         return err_make(err, errno, "fork");

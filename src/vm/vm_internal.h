@@ -9,6 +9,7 @@
 struct err;
 struct json_object;
 struct oci_config;
+struct vm_config;
 
 /* Find cocoon-init: $COCOON_AGENT, next to the cocoon binary, or
  * /usr/libexec/cocoon. *out is a new string. */
@@ -27,6 +28,37 @@ int vmc_initramfs(int rootfd, const char *root, const char *agent, char **out,
  * agent needs to fd. */
 int vmc_write_cpio(int fd, const char *agent, struct err **err);
 
+/* How the container root reaches a real guest (src/vm/guest.c). */
+enum vmc_rootfs { VMC_ROOTFS_VIRTIOFS, VMC_ROOTFS_EROFS };
+
+/* The annotation that chooses it: virtiofs or erofs. */
+#define VMC_ROOTFS_ANNOTATION "io.cocoon.vm.rootfs"
+/* The virtio-fs tag of the bundle's rootfs on cocoon's VMM. */
+#define VMC_ROOT_TAG "cocoon-root"
+/* The agent's vsock on cocoon's VMM: the guest's CID, and the device's
+ * Unix socket, relative to the state directory (the VMM runs there, so the
+ * path is short whatever the state directory's length). */
+#define VMC_GUEST_CID 3
+#define VMC_VSOCK_SOCK "vsock.sock"
+
+/* The root mode from config.json's annotation VMC_ROOTFS_ANNOTATION
+ * (default: virtiofs, or erofs on qemu); <0 (*err) if unknown or if the
+ * hypervisor cannot provide it. */
+int vmc_rootfs_choose(const struct oci_config *cfg, enum vmc_hypervisor hv, enum vmc_rootfs *out,
+                      struct err **err);
+
+/* The root as the kernel command line names it. */
+struct vmc_guest_root {
+    enum vmc_rootfs mode;
+    const char *source;   /* a /dev node (erofs) or a virtio-fs tag */
+    bool dax;             /* erofs: mount it with DAX (virtio-pmem) */
+};
+
+/* The kernel command line of a cocoon guest (a new string): the agent's
+ * channel, the root, and how the kernel resets (`reboot`: k for i8042 on
+ * cocoon's VMM, t for a triple fault on qemu microvm). */
+char *vmc_guest_cmdline(const char *channel, const struct vmc_guest_root *r, char reboot);
+
 /* What the monitor needs to start a VM. */
 struct vmc_launch {
     enum vmc_hypervisor hv;
@@ -35,11 +67,26 @@ struct vmc_launch {
     const char *rootfs;      /* the bundle's rootfs directory */
     const char *hostname;
     bool volumes;            /* the state directory has volumes/ for the guest */
+    enum vmc_rootfs rootfs_mode;
+    bool root_readonly;      /* root.readonly: a virtio-fs root is served read-only */
     unsigned cpus;
     uint64_t memory_mib;
     int log_fd;              /* the hypervisor's and guest console's output */
     unsigned timeout_ms;     /* how long the agent may take to be reachable */
 };
+
+/* A guest on cocoon's VMM: the launch, its boot files (image: the erofs
+ * root's, else NULL) and the state directory's shares. */
+struct vmc_cocoon_guest {
+    const struct vmc_launch *launch;
+    const char *kernel, *initrd, *image;
+    const char *shared_dir, *volumes_dir;
+};
+
+/* Fill *cfg (devices, boot files, sizes) and *cmdline (a new string that
+ * cfg->cmdline points to) for cocoon's VMM. */
+int vmc_cocoon_config(const struct vmc_cocoon_guest *g, struct vm_config *cfg, char **cmdline,
+                      struct err **err);
 
 /* Size the VM from config.json: guest memory is the memory limit minus the
  * hypervisor's own overhead (default 256 MiB), vCPUs the cpu quota/period

@@ -78,7 +78,10 @@ struct vm_config {
 
 struct vm;
 
-/* Create a VM from cfg and load the kernel; nothing runs yet. */
+/* Create a VM from cfg and load the kernel; nothing runs yet. With a
+ * virtio-fs device the calling process drops CAP_MKNOD for good (a guest
+ * never creates host device nodes in a share): call it in the VMM's own
+ * process, before it starts threads. */
 int vm_create(const struct vm_config *cfg, struct vm **out, struct err **err);
 
 /* Run until the guest ends; fills *exit. */

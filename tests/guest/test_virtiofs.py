@@ -1,7 +1,7 @@
 """virtio-fs driven at CPL3 by tests/guest/virtiofs_guest.c through the real
 `cocoon vm run --fs tag=TAG,dir=PATH`: the guest sends real FUSE requests
 over the device's virtqueues (INIT, LOOKUP, GETATTR, OPEN, READ, CREATE,
-WRITE, MKDIR, READDIR, UNLINK, RELEASE, FORGET on hiprio, escapes, hostile
+WRITE, MKDIR, MKNOD, READDIR, UNLINK, RELEASE, FORGET on hiprio, escapes, hostile
 chains, DESTROY, a device reset); the shared directory is prepared and
 checked here, byte for byte."""
 import os
@@ -70,6 +70,7 @@ def test_fuse_requests_over_virtqueues(share, mode):
     for line in ["tag `share`, 1 request queues", "INIT 7.",
                  "LOOKUP GETATTR OPEN READ hello.bin (10000 bytes) ok",
                  "CREATE WRITE RELEASE new.bin (12345 bytes) ok", "MKDIR made ok",
+                 "MKNOD fifo ok, device node refused",
                  "READDIR list: 5 entries ok", "UNLINK victim ok",
                  "FORGET BATCH_FORGET on hiprio ok", "escapes refused",
                  "hostile requests answered", "DESTROY, INIT again ok",
@@ -83,12 +84,14 @@ def test_fuse_requests_over_virtqueues(share, mode):
     assert stat.S_IMODE(new.stat().st_mode) == 0o640
     assert (share / "made").is_dir() and stat.S_IMODE((share / "made").stat().st_mode) == 0o750
     assert not (share / "victim").exists()
+    assert stat.S_ISFIFO((share / "fifo").lstat().st_mode)
+    assert not os.path.lexists(share / "null")
     # what it only read did not change; nothing leaked out of the share
     assert (share / "hello.bin").read_bytes() == pattern(SIZE, 7, SEED)
     assert sorted(os.listdir(share / "list")) == ["alpha", "beta", "gamma"]
     assert snapshot(share.parent / "outside") == outside_before
     assert sorted(os.listdir(share.parent)) == ["outside", "share"]
-    assert sorted(os.listdir(share)) == ["hello.bin", "list", "made", "new.bin", "out"]
+    assert sorted(os.listdir(share)) == ["fifo", "hello.bin", "list", "made", "new.bin", "out"]
 
 
 def test_read_only_share_refuses_changes(share):

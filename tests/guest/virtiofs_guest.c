@@ -34,6 +34,8 @@
 #define S_IFREG_ 0100000u
 #define S_IFDIR_ 0040000u
 #define S_IFLNK_ 0120000u
+#define S_IFCHR_ 0020000u
+#define S_IFIFO_ 0010000u
 #define O_WRONLY_ 01u
 #define O_CREAT_ 0100u
 #define O_TRUNC_ 01000u
@@ -338,6 +340,23 @@ static void test_mkdir(void)
     g_print("virtio-fs: MKDIR made ok");
 }
 
+/* MKNOD: a FIFO is made; a device node is not — the VMM holds no
+ * CAP_MKNOD, so a guest never plants host device nodes in a share. */
+static void test_mknod(void)
+{
+    struct fuse_mknod_in in = {.mode = S_IFIFO_ | 0640};
+    int32_t e = call_exact(FUSE_MKNOD, FUSE_ROOT_ID, &in, sizeof(in), "fifo",
+                           sizeof(struct fuse_entry_out), "MKNOD");
+    struct fuse_entry_out ent;
+    memcpy(&ent, rep + OH, sizeof(ent));
+    G_CHECK(e == 0 && (ent.attr.mode & (S_IFMT_ | 07777)) == (S_IFIFO_ | 0640),
+            "MKNOD fifo: %d, mode %x", e, ent.attr.mode);
+    in = (struct fuse_mknod_in){.mode = S_IFCHR_ | 0666, .rdev = (1 << 8) | 3};
+    e = call_exact(FUSE_MKNOD, FUSE_ROOT_ID, &in, sizeof(in), "null", 0, "MKNOD");
+    G_CHECK(e == -EPERM, "MKNOD of a character device: %d", e);
+    g_print("virtio-fs: MKNOD fifo ok, device node refused");
+}
+
 /* READDIR of list: exactly ".", "..", alpha, beta, gamma. */
 static uint64_t test_readdir(void)
 {
@@ -569,6 +588,7 @@ void guest_main(const struct g_boot *b)
     } else {
         test_create_write();
         test_mkdir();
+        test_mknod();
         uint64_t list = test_readdir();
         test_unlink();
         release(FUSE_RELEASE, fh);

@@ -354,6 +354,51 @@ def test_bind_mounts_on_qemu_are_refused_up_front(cocoon, make_bundle, tmp_path,
     nothing_left()
 
 
+def test_readonly_root_in_a_vm(cocoon, make_bundle, nothing_left):
+    """root.readonly reaches the guest: the root refuses writes, the mounts
+    on it (/dev/shm) keep their own flags, and the bundle is unchanged."""
+    b = make_bundle("sh", "-c", "touch /ro-probe; echo rc=$?; "
+                    "touch /dev/shm/x && echo shm-ok; grep ' / ' /proc/self/mounts")
+    b.config["root"]["readonly"] = True
+    r = run_vm(cocoon, b, cocoon.id("vmro"))
+    assert r.rc == 0, r
+    assert "rc=1" in r.out and "Read-only file system" in r.err, r
+    assert "shm-ok" in r.out, r
+    assert " ro," in r.out, r
+    assert not os.path.exists(os.path.join(b.path, "rootfs", "ro-probe"))
+    nothing_left()
+
+
+def test_writes_to_the_root_reach_the_bundle(cocoon, make_bundle, nothing_left):
+    """Without root.readonly the container's writes land in the bundle's
+    rootfs, as in a namespace container (cocoon's VMM serves the directory
+    over virtio-fs; the sandbox binds it)."""
+    b = make_bundle("sh", "-c", "echo from-the-guest > /written")
+    b.config["root"]["readonly"] = False
+    r = run_vm(cocoon, b, cocoon.id("vmrw"))
+    assert r.rc == 0, r
+    with open(os.path.join(b.path, "rootfs", "written")) as f:
+        assert f.read() == "from-the-guest\n"
+    nothing_left()
+
+
+@pytest.mark.parametrize("hv,value,message", [
+    ("sandbox", "ext4", "io.cocoon.vm.rootfs=`ext4`: not virtiofs or erofs"),
+    ("qemu", "virtiofs", "the qemu hypervisor has no virtio-fs device"),
+])
+def test_rootfs_annotation_errors(cocoon, make_bundle, nothing_left, hv, value, message):
+    """A root file system the hypervisor cannot give is refused at create,
+    before any VM starts, and leaves nothing behind."""
+    b = make_bundle("true")
+    b.config.setdefault("annotations", {})["io.cocoon.vm.rootfs"] = value
+    b.save()
+    r = cocoon("run", "--bundle", b.path, cocoon.id("vmrootfs"),
+               glob=("--vm", "--hypervisor", hv))
+    assert r.rc != 0, r
+    assert message in r.err, r.err
+    nothing_left()
+
+
 def test_exec_tty_console_socket(cocoon, make_bundle, console_socket, nothing_left):
     """exec --tty --detach --console-socket: a pty master comes back, the
     guest process has a terminal, and input typed on the master reaches it."""
@@ -472,6 +517,7 @@ def test_attach_into_the_vm(cocoon, make_bundle, tmp_path, nothing_left):
     cid = cocoon.id("vmatt")
     b = make_bundle("sh", "-c", "echo inside > /tmp/made-by-container; exec sleep 1000")
     b.config["hostname"] = "attached"
+    b.config["root"]["readonly"] = False
     b.save()
     # The tools: a copy of the bundle's busybox (a "fat" image of our own).
     import shutil

@@ -75,6 +75,7 @@ def test_run_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing_left):
                     "grep -o 'cocoon.channel=[^ ]*' /proc/cmdline; "
                     "echo written > /etc/new && cat /etc/new; exit 7")
     b.config["hostname"] = "guest"
+    b.config["root"]["readonly"] = False
     b.save()
     r = cocoon("run", "--bundle", b.path, cocoon.id("grun"), glob=vm, env=env,
                timeout=BOOT_TIMEOUT + 30)
@@ -83,8 +84,25 @@ def test_run_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing_left):
                                      "written"], r
     assert r.err == "err\n", r
     nothing_left()
-    # The image's writes stayed in the guest's overlay.
+    # qemu's erofs image: the writes stayed in the guest's overlay; cocoon's
+    # VMM serves the bundle's rootfs over virtio-fs: they reached it.
+    assert os.path.exists(os.path.join(b.rootfs, "etc", "new")) == (hv == "cocoon")
+
+
+def test_readonly_root_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing_left):
+    """root.readonly in a real guest kernel: the agent makes the root's
+    mount (the overlay on qemu, the virtio-fs root on cocoon's VMM)
+    read-only; /dev/shm on it stays writable."""
+    b = make_bundle("sh", "-c", "touch /etc/new; echo rc=$?; touch /dev/shm/x && echo shm-ok")
+    b.config["root"]["readonly"] = True
+    b.save()
+    r = cocoon("run", "--bundle", b.path, cocoon.id("gro"), glob=vm, env=env,
+               timeout=BOOT_TIMEOUT + 30)
+    assert r.rc == 0, r
+    assert r.out == "rc=1\nshm-ok\n", r
+    assert "Read-only file system" in r.err, r
     assert not os.path.exists(os.path.join(b.rootfs, "etc", "new"))
+    nothing_left()
 
 
 def test_lifecycle_exec_and_signals(cocoon, make_bundle, tmp_path, vm, env, nothing_left):
