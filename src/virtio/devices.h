@@ -96,3 +96,9 @@ struct virtio_fs_opts {
 /* virtio-fs: the FUSE core (src/fs) serving dir to the guest over virtqueues
  * (no DAX window yet). */
 int virtio_fs_create(const struct virtio_fs_opts *o, struct virtio_dev **out, struct err **err);
+
+/* A guest must not make device nodes on the host through a share (the
+ * server runs as the VMM's user, often root): the process serving one
+ * gives up CAP_MKNOD for good. Call it before starting threads
+ * (capabilities are per thread). FIFOs and sockets need no capability. */
+int virtio_fs_drop_mknod(struct err **err);

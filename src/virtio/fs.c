@@ -23,6 +23,8 @@
 #include <linux/virtio_ids.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/capability.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -230,5 +232,27 @@ int virtio_fs_create(const struct virtio_fs_opts *o, struct virtio_dev **out, st
     memcpy(v->dev.config, &cfg, sizeof(cfg));
     v->dev.config_len = sizeof(cfg);
     *out = &v->dev;
+    return 0;
+}
+
+int virtio_fs_drop_mknod(struct err **err)
+{
+    cap_t c = cap_get_proc();
+    if (c == NULL)
+        return err_make(err, errno, "read this process's capabilities");
+    cap_value_t v = CAP_MKNOD;
+    int r = cap_set_flag(c, CAP_EFFECTIVE, 1, &v, CAP_CLEAR) < 0 ||
+                    cap_set_flag(c, CAP_PERMITTED, 1, &v, CAP_CLEAR) < 0 ||
+                    cap_set_flag(c, CAP_INHERITABLE, 1, &v, CAP_CLEAR) < 0 || cap_set_proc(c) < 0
+                ? -1
+                : 0;
+    int e = errno;
+    cap_free(c);
+    if (r < 0)
+        return err_make(err, e, "drop CAP_MKNOD");
+    /* Out of the bounding set too where we may (CAP_SETPCAP); without it
+     * the permitted set already keeps it away until an exec. */
+    if (prctl(PR_CAPBSET_DROP, CAP_MKNOD, 0, 0, 0) < 0 && errno != EPERM)
+        return err_make(err, errno, "drop CAP_MKNOD from the bounding set");
     return 0;
 }

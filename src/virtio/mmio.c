@@ -35,7 +35,7 @@ void virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, voi
     d->queue_max = queue_max;
     d->irq_fd = -1;
     for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
-        d->kick_fd[i] = -1;
+        d->kick_fd[i] = d->call_fd[i] = -1;
     pthread_mutex_init(&d->lock, NULL);
 }
 
@@ -44,18 +44,21 @@ bool virtio_dev_running(const struct virtio_dev *d)
     return (d->status & VIRTIO_CONFIG_S_DRIVER_OK) && !(d->status & VIRTIO_CONFIG_S_NEEDS_RESET);
 }
 
-static void raise_irq(struct virtio_dev *d, unsigned bit)
+/* Interrupt the driver: through queue q's own call eventfd if it has one
+ * (vhost-user), else the device's irqfd. */
+static void raise_irq(struct virtio_dev *d, unsigned bit, unsigned q)
 {
     atomic_fetch_or(&d->interrupt_status, bit);
+    int fd = q < VIRTIO_MAX_QUEUES && d->call_fd[q] >= 0 ? d->call_fd[q] : d->irq_fd;
     uint64_t one = 1;
-    if (write(d->irq_fd, &one, sizeof(one)) < 0)
-        log_debug("virtio-%s: irqfd: %s", d->ops->name, strerror(errno));
+    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0)
+        log_debug("virtio-%s: interrupt: %s", d->ops->name, strerror(errno));
 }
 
 void virtio_dev_signal_used(struct virtio_dev *d, unsigned q)
 {
     if (q < d->num_queues && virtq_should_signal(&d->queues[q]))
-        raise_irq(d, VIRTIO_MMIO_INT_VRING);
+        raise_irq(d, VIRTIO_MMIO_INT_VRING, q);
 }
 
 void virtio_queue_serve(struct virtio_dev *d, unsigned qi, struct virtq_chain *c,
@@ -83,14 +86,14 @@ void virtio_dev_needs_reset(struct virtio_dev *d, const char *why)
              (unsigned long long)d->base, why);
     d->status |= VIRTIO_CONFIG_S_NEEDS_RESET;
     if (d->status & VIRTIO_CONFIG_S_DRIVER_OK)
-        raise_irq(d, VIRTIO_MMIO_INT_CONFIG);
+        raise_irq(d, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MAX_QUEUES);
 }
 
 void virtio_dev_config_changed(struct virtio_dev *d)
 {
     d->config_generation++;
     if (d->status & VIRTIO_CONFIG_S_DRIVER_OK)
-        raise_irq(d, VIRTIO_MMIO_INT_CONFIG);
+        raise_irq(d, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MAX_QUEUES);
 }
 
 static void device_reset(struct virtio_dev *d)
@@ -242,7 +245,7 @@ void virtio_mmio_access(struct virtio_dev *d, uint64_t off, uint8_t *data, uint3
     pthread_mutex_unlock(&d->lock);
 }
 
-static void on_kick(void *arg, uint32_t events)
+void virtio_dev_kicked(void *arg, uint32_t events)
 {
     (void)events;
     struct virtio_kick *k = arg;
@@ -280,7 +283,7 @@ int virtio_mmio_attach(struct virtio_dev *d, int vm_fd, const struct guest_mem *
         if (ioctl(vm_fd, KVM_IOEVENTFD, &io) < 0)
             return err_make(err, errno, "virtio-%s: KVM_IOEVENTFD", d->ops->name);
         d->kicks[q] = (struct virtio_kick){d, q};
-        if (evloop_add(loop, d->kick_fd[q], EPOLLIN, on_kick, &d->kicks[q], err) < 0)
+        if (evloop_add(loop, d->kick_fd[q], EPOLLIN, virtio_dev_kicked, &d->kicks[q], err) < 0)
             return -1;
     }
     return d->ops->attach ? d->ops->attach(d, err) : 0;
@@ -295,6 +298,11 @@ void virtio_dev_destroy(struct virtio_dev *d)
             evloop_del(d->loop, d->kick_fd[q]);
         close(d->kick_fd[q]);
         d->kick_fd[q] = -1;
+    }
+    for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+        if (d->call_fd[q] >= 0)
+            close(d->call_fd[q]);
+        d->call_fd[q] = -1;
     }
     if (d->irq_fd >= 0)
         close(d->irq_fd);

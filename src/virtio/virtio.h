@@ -75,6 +75,8 @@ struct virtio_dev {
     int vm_fd;
     int irq_fd;                     /* irqfd: a write raises the device's interrupt */
     int kick_fd[VIRTIO_MAX_QUEUES]; /* ioeventfds on QueueNotify, one per queue */
+    int call_fd[VIRTIO_MAX_QUEUES]; /* vhost-user: the frontend's per-queue interrupt
+                                     * eventfds (-1: irq_fd) */
     struct virtio_kick kicks[VIRTIO_MAX_QUEUES];
 };
 
@@ -87,6 +89,10 @@ void virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, voi
  * one ioeventfd per queue, watched by the event loop. */
 int virtio_mmio_attach(struct virtio_dev *d, int vm_fd, const struct guest_mem *mem,
                        struct evloop *loop, uint64_t base, unsigned irq, struct err **err);
+
+/* Event-loop callback of a queue's kick eventfd (arg: its struct
+ * virtio_kick): serve the queue if the device runs. */
+void virtio_dev_kicked(void *arg, uint32_t events);
 
 /* A guest access to the device's register page (vCPU thread). */
 void virtio_mmio_access(struct virtio_dev *d, uint64_t offset, uint8_t *data, uint32_t len,

@@ -158,7 +158,6 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
     cleanup_free char *state_dir = xasprintf("%s/%s", root, o->id);
     struct vmc_launch l = {
         .hv = vmc_hypervisor_parse(rt->hypervisor), .state_dir = state_dir,
-        .root_readonly = p->cfg->root_readonly,
     };
     if (vmc_size(p->cfg, l.hv, &l.cpus, &l.memory_mib, err) < 0 ||
         vmc_rootfs_choose(p->cfg, l.hv, &l.rootfs_mode, err) < 0)

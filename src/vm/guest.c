@@ -2,14 +2,15 @@
  * VMM, its devices. The container root reaches the guest one of two ways
  * (docs/vm-containers.md, "The root file system"):
  *
- *   virtiofs  the bundle's rootfs directory itself, served by the VMM's
- *             virtio-fs device: writable (unless root.readonly), host
+ *   virtiofs  the bundle's rootfs directory itself, served by cocoon's
+ *             virtio-fs server (the VMM's device, or for qemu a `cocoon fs
+ *             vhost-user` process): writable (unless root.readonly), host
  *             changes visible, nothing built at create — a namespace
- *             container's semantics, and the default on cocoon's VMM;
+ *             container's semantics, and the default;
  *   erofs     a read-only image made at create with a tmpfs overlay on
  *             top: on virtio-pmem with DAX (MAP_PRIVATE, page cache shared
  *             by every VM of the image) on cocoon's VMM, on virtio-blk on
- *             qemu (which has no virtio-fs device of cocoon's). */
+ *             qemu. */
 #include <string.h>
 
 #include "common/cleanup.h"
@@ -24,21 +25,14 @@ int vmc_rootfs_choose(const struct oci_config *cfg, enum vmc_hypervisor hv, enum
                       struct err **err)
 {
     const char *v = oci_config_annotation(cfg, VMC_ROOTFS_ANNOTATION);
-    if (v == NULL) {
-        *out = hv == VMC_HV_QEMU ? VMC_ROOTFS_EROFS : VMC_ROOTFS_VIRTIOFS;
-        return 0;
-    }
-    if (strcmp(v, "virtiofs") == 0)
+    (void)hv; /* every hypervisor offers both */
+    if (v == NULL || strcmp(v, "virtiofs") == 0)
         *out = VMC_ROOTFS_VIRTIOFS;
     else if (strcmp(v, "erofs") == 0)
         *out = VMC_ROOTFS_EROFS;
     else
         return err_make(err, 0, "annotation %s=`%s`: not virtiofs or erofs",
                         VMC_ROOTFS_ANNOTATION, v);
-    if (hv == VMC_HV_QEMU && *out == VMC_ROOTFS_VIRTIOFS)
-        return err_make(err, 0, "annotation %s=virtiofs: the qemu hypervisor has no virtio-fs "
-                                "device of cocoon's (it would need vhost-user); use erofs or "
-                                "--hypervisor cocoon", VMC_ROOTFS_ANNOTATION);
     return 0;
 }
 
@@ -94,7 +88,10 @@ int vmc_cocoon_config(const struct vmc_cocoon_guest *g, struct vm_config *cfg, c
         d->kind = VM_DEV_PMEM;
         d->pmem = (struct virtio_pmem_opts){.path = g->image};
     } else {
-        add_fs(cfg, VMC_ROOT_TAG, l->rootfs, l->root_readonly);
+        /* Read-write even for root.readonly: the agent makes mount points
+         * in it first, then the guest's mount read-only (as crun does on
+         * the host). */
+        add_fs(cfg, VMC_ROOT_TAG, l->rootfs, false);
     }
     cfg->devices[cfg->n_devices++].kind = VM_DEV_RNG;
     /* The guest reads attach tools from shared/, never writes them. */

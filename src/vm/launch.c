@@ -177,7 +177,74 @@ static int launch_sandbox(const struct vmc_launch *l, int sp[2], pid_t *child,
     return 0;
 }
 
-static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, struct err **err)
+/* A virtio-fs backend for qemu: `cocoon fs vhost-user --fd 3 DIR`, a child
+ * of the monitor (it ends when qemu hangs up, or with the monitor).
+ * *qemu_end gets qemu's end of its socket. */
+static int start_vhost_fs(const struct vmc_launch *l, const char *dir, bool readonly,
+                          int *qemu_end, struct vmc_started *s, struct err **err)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+        return err_make(err, errno, "socketpair");
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(sp[0]);
+        close(sp[1]);
+        return err_make(err, e, "fork");
+    }
+    if (pid == 0) {
+        child_stdio(l->log_fd, sp[1]);
+        char *argv[] = {"cocoon", "fs", "vhost-user", "--fd", "3", "-o", readonly ? "ro" : "rw",
+                        (char *)dir, NULL};
+        execv("/proc/self/exe", argv);
+        dprintf(2, "cocoon: exec cocoon fs vhost-user: %s\n", strerror(errno));
+        _exit(127);
+    }
+    close(sp[1]);
+    *qemu_end = sp[0];
+    s->helpers[s->n_helpers++] = pid;
+    return 0;
+}
+
+/* qemu's virtio-fs shares: the root (virtiofs mode) and the volumes. */
+struct qemu_shares {
+    int fd[2];
+    const char *tag[2];
+    unsigned n;
+};
+
+static void qemu_shares_close(struct qemu_shares *s)
+{
+    for (unsigned i = 0; i < s->n; i++)
+        close(s->fd[i]);
+    s->n = 0;
+}
+
+static int qemu_shares_start(const struct vmc_launch *l, struct qemu_shares *s,
+                             struct vmc_started *st, struct err **err)
+{
+    cleanup_free char *volumes = xasprintf("%s/" VMC_VOLUMES_DIR, l->state_dir);
+    if (l->rootfs_mode == VMC_ROOTFS_VIRTIOFS) {
+        if (start_vhost_fs(l, l->rootfs, false, &s->fd[s->n], st, err) < 0)
+            return -1;
+        s->tag[s->n++] = VMC_ROOT_TAG;
+    }
+    if (l->volumes) {
+        if (start_vhost_fs(l, volumes, false, &s->fd[s->n], st, err) < 0) {
+            qemu_shares_close(s);
+            return -1;
+        }
+        s->tag[s->n++] = VMC_VOLUMES_TAG;
+    }
+    return 0;
+}
+
+/* qemu's fds from 4 on: the shares' sockets (fd 3 is the agent's). */
+#define QEMU_SHARE_FD0 4
+
+static int launch_qemu(const struct vmc_launch *l, int sp[2], struct vmc_started *st,
+                       struct err **err)
 {
     cleanup_guest_files struct guest_files g = {0};
     if (guest_files(l, &g, err) < 0)
@@ -190,37 +257,85 @@ static int launch_qemu(const struct vmc_launch *l, int sp[2], pid_t *child, stru
             return -1;
         accel = native ? "kvm" : "tcg";
     }
-    /* vmc_rootfs_choose gave qemu an erofs root, on virtio-blk. */
-    struct vmc_guest_root root = {.mode = VMC_ROOTFS_EROFS, .source = "/dev/vda"};
-    cleanup_free char *cmdline = vmc_guest_cmdline("/dev/hvc0", &root, 't');
+    /* An erofs root is on virtio-blk; virtio-fs shares are served by
+     * `cocoon fs vhost-user` processes, over guest memory qemu shares. */
+    struct vmc_guest_root root = {.mode = l->rootfs_mode, .source = VMC_ROOT_TAG};
+    if (l->rootfs_mode == VMC_ROOTFS_EROFS)
+        root.source = "/dev/vda";
+    cleanup_free char *base = vmc_guest_cmdline("/dev/hvc0", &root, 't');
+    cleanup_free char *cmdline = xasprintf("%s%s", base,
+                                           l->volumes ? " cocoon.volumes=" VMC_VOLUMES_TAG : "");
     cleanup_free char *mem = xasprintf("%llu", (unsigned long long)l->memory_mib);
     cleanup_free char *smp = xasprintf("%u", l->cpus);
-    cleanup_free char *drive = xasprintf("id=root,file=%s,format=raw,if=none,readonly=on", g.image);
+    cleanup_free char *drive = g.image ? xasprintf("id=root,file=%s,format=raw,if=none,"
+                                                   "readonly=on", g.image)
+                                       : NULL;
+    struct qemu_shares sh = {0};
+    if (qemu_shares_start(l, &sh, st, err) < 0)
+        return -1;
+    cleanup_free char *memobj = xasprintf("memory-backend-memfd,id=mem,size=%lluM,share=on",
+                                          (unsigned long long)l->memory_mib);
+    char *chardev[2] = {NULL, NULL}, *fsdev[2] = {NULL, NULL};
     /* acpi=off: qemu then lists its virtio-mmio devices on the command line
      * (cocoon's kernel has no ACPI); the RTC stays: without kvm-clock (TCG)
      * Linux would wait a second for a CMOS clock. */
-    char *argv[] = {
+    const char *argv[48] = {
         "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-accel", (char *)accel, "-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off",
+        "-accel", accel, "-M",
+        sh.n ? "microvm,x-option-roms=off,isa-serial=on,acpi=off,memory-backend=mem"
+             : "microvm,x-option-roms=off,isa-serial=on,acpi=off",
         "-m", mem, "-smp", smp,
         "-kernel", g.kernel, "-initrd", g.initrd, "-append", cmdline,
         "-serial", "stdio", "-monitor", "none",
         "-chardev", "socket,id=agent,fd=3",
         "-device", "virtio-serial-device,max_ports=1",
         "-device", "virtconsole,chardev=agent",
-        "-drive", drive, "-device", "virtio-blk-device,drive=root",
-        NULL,
     };
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    if (drive) {
+        argv[n++] = "-drive";
+        argv[n++] = drive;
+        argv[n++] = "-device";
+        argv[n++] = "virtio-blk-device,drive=root";
+    }
+    if (sh.n) {
+        argv[n++] = "-object";
+        argv[n++] = memobj;
+    }
+    for (unsigned i = 0; i < sh.n; i++) {
+        chardev[i] = xasprintf("socket,id=fs%u,fd=%u", i, QEMU_SHARE_FD0 + i);
+        fsdev[i] = xasprintf("vhost-user-fs-device,chardev=fs%u,tag=%s", i, sh.tag[i]);
+        argv[n++] = "-chardev";
+        argv[n++] = chardev[i];
+        argv[n++] = "-device";
+        argv[n++] = fsdev[i];
+    }
+    argv[n] = NULL;
     pid_t pid = fork();
-    if (pid < 0)
-        return err_make(err, errno, "fork");
     if (pid == 0) {
+        /* The shares' sockets above any fd child_stdio moves, then in place. */
+        int hi[2];
+        for (unsigned i = 0; i < sh.n; i++)
+            hi[i] = fcntl(sh.fd[i], F_DUPFD_CLOEXEC, 100);
         child_stdio(l->log_fd, sp[1]);
-        execvp(argv[0], argv);
+        for (unsigned i = 0; i < sh.n; i++)
+            if (hi[i] < 0 || dup2(hi[i], QEMU_SHARE_FD0 + (int)i) < 0)
+                _exit(127);
+        execvp(argv[0], (char *const *)argv);
         dprintf(2, "cocoon: exec qemu-system-x86_64: %s\n", strerror(errno));
         _exit(127);
     }
-    *child = pid;
+    int e = errno;
+    qemu_shares_close(&sh);
+    for (unsigned i = 0; i < 2; i++) {
+        free(chardev[i]);
+        free(fsdev[i]);
+    }
+    if (pid < 0)
+        return err_make(err, e, "fork");
+    st->child = pid;
     return 0;
 }
 
@@ -297,20 +412,21 @@ static int launch_cocoon(const struct vmc_launch *l, pid_t *child, int *channel,
     return 0;
 }
 
-int vmc_launch(const struct vmc_launch *l, pid_t *child, int *channel, struct err **err)
+int vmc_launch(const struct vmc_launch *l, struct vmc_started *s, struct err **err)
 {
+    *s = (struct vmc_started){.child = -1, .channel = -1};
     if (l->hv == VMC_HV_COCOON)
-        return launch_cocoon(l, child, channel, err);
+        return launch_cocoon(l, &s->child, &s->channel, err);
     int sp[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
         return err_make(err, errno, "socketpair");
-    int r = l->hv == VMC_HV_QEMU ? launch_qemu(l, sp, child, err)
-                                 : launch_sandbox(l, sp, child, err);
+    int r = l->hv == VMC_HV_QEMU ? launch_qemu(l, sp, s, err)
+                                 : launch_sandbox(l, sp, &s->child, err);
     close(sp[1]);
     if (r < 0) {
         close(sp[0]);
         return -1;
     }
-    *channel = sp[0];
+    s->channel = sp[0];
     return 0;
 }

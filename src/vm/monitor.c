@@ -56,6 +56,7 @@ struct mon {
     struct agent_buf cin, cout;
     pid_t child;
     bool child_gone;
+    struct vmc_started vm;     /* helpers[i] is -1 once reaped */
     int sfd, lfd;
     struct conn conns[MAX_CONNS];
     struct pending pend[MAX_PENDING];
@@ -384,13 +385,17 @@ static void on_signal(struct mon *m)
         if (sig == SIGCHLD) {
             int st;
             pid_t pid;
-            while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+            while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+                for (unsigned i = 0; i < m->vm.n_helpers; i++)
+                    if (m->vm.helpers[i] == pid)
+                        m->vm.helpers[i] = -1;
                 if (pid == m->child) {
                     m->child_gone = true;
                     if (!m->exited)
                         mon_log(m, "the VM ended before the container's process (status %d)",
                                 WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
                 }
+            }
         } else if (sig == SIGWINCH) {
             send_winsize(m);
         } else if (m->hello && !m->shutting_down) {
@@ -509,12 +514,14 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
         ready_say(&m, "1 monitor set-up: %s", strerror(errno));
         return 255;
     }
-    if (vmc_launch(o->launch, &m.child, &m.chan, &e) < 0) {
+    if (vmc_launch(o->launch, &m.vm, &e) < 0) {
         ready_say(&m, "1 %s", e->msg);
         err_free(&e);
         unlinkat(o->dirfd, VMC_CTL_SOCK, 0);
         return 255;
     }
+    m.child = m.vm.child;
+    m.chan = m.vm.channel;
     fcntl(m.chan, F_SETFL, fcntl(m.chan, F_GETFL) | O_NONBLOCK);
     if (o->console_fd >= 0) {
         m.in_fd = m.out_fd[1] = m.out_fd[2] = o->console_fd;
@@ -612,6 +619,15 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
     if (!m.child_gone) {
         kill(m.child, SIGKILL);
         while (waitpid(m.child, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    /* The hypervisor's helpers serve nothing once it is gone: end them now,
+     * so that the container's cgroup is empty when the monitor is. */
+    for (unsigned i = 0; i < m.vm.n_helpers; i++) {
+        if (m.vm.helpers[i] <= 0)
+            continue;
+        kill(m.vm.helpers[i], SIGKILL);
+        while (waitpid(m.vm.helpers[i], NULL, 0) < 0 && errno == EINTR)
             ;
     }
     for (int i = 0; i < MAX_CONNS; i++)

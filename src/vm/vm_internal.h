@@ -42,8 +42,7 @@ enum vmc_rootfs { VMC_ROOTFS_VIRTIOFS, VMC_ROOTFS_EROFS };
 #define VMC_VSOCK_SOCK "vsock.sock"
 
 /* The root mode from config.json's annotation VMC_ROOTFS_ANNOTATION
- * (default: virtiofs, or erofs on qemu); <0 (*err) if unknown or if the
- * hypervisor cannot provide it. */
+ * (default: virtiofs); <0 (*err) if the value is unknown. */
 int vmc_rootfs_choose(const struct oci_config *cfg, enum vmc_hypervisor hv, enum vmc_rootfs *out,
                       struct err **err);
 
@@ -68,7 +67,6 @@ struct vmc_launch {
     const char *hostname;
     bool volumes;            /* the state directory has volumes/ for the guest */
     enum vmc_rootfs rootfs_mode;
-    bool root_readonly;      /* root.readonly: a virtio-fs root is served read-only */
     unsigned cpus;
     uint64_t memory_mib;
     int log_fd;              /* the hypervisor's and guest console's output */
@@ -108,10 +106,20 @@ void vmc_subdir_clear(int dirfd, const char *sub, const char *prefix);
 /* Unmount and remove volumes/ (after the VM is gone); never fails loudly. */
 void vmc_volumes_cleanup(int dirfd);
 
-/* Start the VM; *child gets the hypervisor process, *channel our end of the
- * agent channel (a connected stream socket: a socketpair for qemu's
- * virtconsole and the sandbox, vsock for cocoon's VMM). */
-int vmc_launch(const struct vmc_launch *l, pid_t *child, int *channel, struct err **err);
+/* A started VM: the hypervisor process, our end of the agent channel (a
+ * connected stream socket: a socketpair for qemu's virtconsole and the
+ * sandbox, vsock for cocoon's VMM), and the helper processes it needs
+ * (qemu's virtio-fs backends), which the monitor ends after it. */
+#define VMC_HELPERS_MAX 2
+struct vmc_started {
+    pid_t child;
+    int channel;
+    pid_t helpers[VMC_HELPERS_MAX];
+    unsigned n_helpers;
+};
+
+/* Start the VM into *s. */
+int vmc_launch(const struct vmc_launch *l, struct vmc_started *s, struct err **err);
 
 /* The monitor: serve the container until its VM is down; returns the exit
  * status for the monitor process. ready_fd gets one status line for

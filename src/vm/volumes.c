@@ -110,9 +110,6 @@ int vmc_volumes_prepare(int dirfd, const struct oci_config *cfg, const char *bun
         nbinds += cfg->mounts[i].bind;
     if (cfg->n_mounts > AGENT_MOUNTS_MAX)
         return err_input(err, "a VM container takes at most %d mounts", AGENT_MOUNTS_MAX);
-    if (nbinds && hv == VMC_HV_QEMU)
-        return err_input(err, "bind mounts need a virtio-fs share, which cocoon's qemu launch "
-                              "does not have (use --hypervisor cocoon)");
     *mounts = json_object_new_array();
     cleanup_free int *src = xcalloc(cfg->n_mounts + 1, sizeof(int));
     for (size_t i = 0; i < cfg->n_mounts; i++)

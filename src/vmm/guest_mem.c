@@ -12,9 +12,7 @@
 
 int guest_mem_create(const struct guest_mem_opts *o, struct guest_mem *gm, struct err **err)
 {
-    gm->host = NULL;
-    gm->size = 0;
-    gm->memfd = -1;
+    *gm = (struct guest_mem){.memfd = -1};
     if (o->size == 0 || o->size % (2u << 20))
         return err_input(err, "guest memory must be a non-zero multiple of 2 MiB");
     unsigned flags = MFD_CLOEXEC | (o->hugepages ? MFD_HUGETLB : 0);
@@ -50,6 +48,9 @@ void *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len)
 {
     if (gpa > gm->size || len > gm->size - gpa)
         return NULL;
+    for (unsigned i = 0; i < gm->n_holes; i++)
+        if (gpa < gm->holes[i].end && gpa + len > gm->holes[i].start)
+            return NULL;
     return gm->host + gpa;
 }
 

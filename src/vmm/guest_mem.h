@@ -8,10 +8,18 @@
 
 struct err;
 
+/* Guest-physical [start, end) that is not guest RAM (vhost-user: between
+ * the frontend's regions); mapped PROT_NONE, refused by guest_mem_ptr. */
+struct guest_mem_hole {
+    uint64_t start, end;
+};
+
 struct guest_mem {
     uint8_t *host;  /* mapping of guest-physical [0, size) */
     uint64_t size;
     int memfd;
+    const struct guest_mem_hole *holes;  /* none on cocoon's VMM */
+    unsigned n_holes;
 };
 
 struct guest_mem_opts {
@@ -24,7 +32,7 @@ struct guest_mem_opts {
 int guest_mem_create(const struct guest_mem_opts *o, struct guest_mem *gm, struct err **err);
 
 /* Host address of guest-physical [gpa, gpa+len), or NULL if any of it is
- * outside guest RAM (or the sum overflows). */
+ * outside guest RAM or in a hole (or the sum overflows). */
 void *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
 
 /* Map `len` bytes of file fd at `offset` over guest-physical gpa with

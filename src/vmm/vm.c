@@ -9,9 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <signal.h>
-#include <sys/capability.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -105,32 +103,6 @@ static int setup_kvm(struct vm *vm, struct err **err)
     return get_cpuid(vm, err);
 }
 
-/* A guest must not make device nodes on the host through a virtio-fs
- * share (the server runs as the VMM's user, often root): a VMM with one
- * gives up CAP_MKNOD for good, before it starts any thread (capabilities
- * are per thread). FIFOs and sockets need no capability and still work. */
-static int drop_mknod(struct err **err)
-{
-    cap_t c = cap_get_proc();
-    if (c == NULL)
-        return err_make(err, errno, "read the VMM's capabilities");
-    cap_value_t v = CAP_MKNOD;
-    int r = cap_set_flag(c, CAP_EFFECTIVE, 1, &v, CAP_CLEAR) < 0 ||
-                    cap_set_flag(c, CAP_PERMITTED, 1, &v, CAP_CLEAR) < 0 ||
-                    cap_set_flag(c, CAP_INHERITABLE, 1, &v, CAP_CLEAR) < 0 || cap_set_proc(c) < 0
-                ? -1
-                : 0;
-    int e = errno;
-    cap_free(c);
-    if (r < 0)
-        return err_make(err, e, "drop CAP_MKNOD from the VMM");
-    /* Out of the bounding set too where we may (CAP_SETPCAP); without it
-     * the permitted set already keeps it away until an exec. */
-    if (prctl(PR_CAPBSET_DROP, CAP_MKNOD, 0, 0, 0) < 0 && errno != EPERM)
-        return err_make(err, errno, "drop CAP_MKNOD from the bounding set");
-    return 0;
-}
-
 int vm_create(const struct vm_config *cfg, struct vm **out, struct err **err)
 {
     if (cfg->kernel == NULL)
@@ -144,7 +116,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, struct err **err)
     bool shares = false;
     for (unsigned i = 0; i < cfg->n_devices && i < VM_MAX_DEVICES; i++)
         shares |= cfg->devices[i].kind == VM_DEV_FS;
-    if (shares && drop_mknod(err) < 0)
+    if (shares && virtio_fs_drop_mknod(err) < 0)
         return -1;
     struct vm *vm = xcalloc(1, sizeof(*vm));
     vm->cfg = *cfg;

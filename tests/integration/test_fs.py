@@ -881,6 +881,49 @@ def test_bad_input(dirs, args, needle):
     assert not mounted(dirs["mnt"])
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["{src}"], "want SRC and one of --socket PATH or --fd N"),
+    (["--fd", "0", "--socket", "{sock}", "{src}"], "want SRC and one of"),
+    (["--fd", "99", "{src}"], "--fd `99` is not an open fd"),
+    (["--fd", "0", "{missing}"], "shared directory"),
+    (["-o", "bogus", "--fd", "0", "{src}"], "unknown fs option"),
+    (["--socket", "{longsock}", "{src}"], "is too long"),
+])
+def test_vhost_user_bad_input(dirs, args, needle):
+    """`cocoon fs vhost-user` (the backend qemu's vhost-user-fs-device
+    talks to; served end to end in tests/integration/test_vm_guest.py):
+    bad input is one clear line and a nonzero exit."""
+    sub = {"missing": str(dirs["src"] / "missing"), "src": str(dirs["src"]),
+           "sock": str(dirs["mnt"] / "s"), "longsock": "/tmp/" + "x" * 120}
+    argv = [a.format(**sub) for a in args]
+    r = subprocess.run([COCOON, "fs", "vhost-user"] + argv, capture_output=True, text=True,
+                       timeout=20, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cocoon: "), r.stderr
+    assert needle in lines[0]
+
+
+def test_vhost_user_frontend_hangs_up(dirs):
+    """A frontend that connects and hangs up at once ends the backend
+    cleanly (exit 0); one that sends a message the backend does not offer
+    ends it with an error naming the request."""
+    import socket
+    import struct
+    for payload, rc, needle in [(b"", 0, ""),
+                                (struct.pack("<III", 99, 1, 0), 1, "request 99 is not offered")]:
+        a, b = socket.socketpair()
+        p = subprocess.Popen([COCOON, "fs", "vhost-user", "--fd", str(b.fileno()),
+                              str(dirs["src"])], pass_fds=[b.fileno()], stderr=subprocess.PIPE,
+                             text=True)
+        b.close()
+        a.sendall(payload)
+        a.close()
+        _, err = p.communicate(timeout=20)
+        assert p.returncode == rc, err
+        assert needle in err
+
+
 def test_umount_refuses_non_fuse(dirs):
     r = subprocess.run([COCOON, "fs", "umount", str(dirs["mnt"])], capture_output=True,
                        text=True)

@@ -2,11 +2,14 @@
 
 * qemu: `cocoon --vm --hypervisor qemu` boots cocoon's kernel (make kernel)
   under qemu's software emulation (-accel tcg -M microvm) with cocoon-init as
-  PID 1, the container rootfs as an erofs image on virtio-blk with a tmpfs
-  overlay, and the agent channel on a virtio-console port; runs everywhere.
-* cocoon: the full path, `cocoon --vm run` on cocoon's own VMM (rootfs on
-  virtio-pmem with DAX, the agent on vsock). It needs a host that runs guest
-  kernel mode natively (`cocoon vm check`); elsewhere it skips and says why.
+  PID 1, the bundle's rootfs over virtio-fs (cocoon's FUSE server as a
+  vhost-user backend: `cocoon fs vhost-user`) or as an erofs image on
+  virtio-blk with a tmpfs overlay, bind mounts through a second virtio-fs
+  share, and the agent channel on a virtio-console port; runs everywhere.
+* cocoon: the full path, `cocoon --vm run` on cocoon's own VMM (rootfs over
+  its virtio-fs device or on virtio-pmem with DAX, the agent on vsock). It
+  needs a host that runs guest kernel mode natively (`cocoon vm check`);
+  elsewhere it skips and says why.
 
 The VM backend drives the whole lifecycle through the real CLI.""" + "\n"
 import os
@@ -73,7 +76,7 @@ def test_run_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing_left):
     b = make_bundle("sh", "-c",
                     "echo out; echo err >&2; uname -s; cat /proc/1/comm; "
                     "grep -o 'cocoon.channel=[^ ]*' /proc/cmdline; "
-                    "echo written > /etc/new && cat /etc/new; exit 7")
+                    "echo written > /etc/new && cat /etc/new; exit 7", copy_rootfs=True)
     b.config["hostname"] = "guest"
     b.config["root"]["readonly"] = False
     b.save()
@@ -84,16 +87,61 @@ def test_run_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing_left):
                                      "written"], r
     assert r.err == "err\n", r
     nothing_left()
-    # qemu's erofs image: the writes stayed in the guest's overlay; cocoon's
-    # VMM serves the bundle's rootfs over virtio-fs: they reached it.
-    assert os.path.exists(os.path.join(b.rootfs, "etc", "new")) == (hv == "cocoon")
+    # The root is the bundle's rootfs over virtio-fs: the write reached it.
+    with open(os.path.join(b.rootfs, "etc", "new")) as f:
+        assert f.read() == "written\n"
+
+
+def test_erofs_root_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing_left):
+    """io.cocoon.vm.rootfs=erofs: the root is an image made at create under
+    a tmpfs overlay; the guest may write, the bundle never changes."""
+    b = make_bundle("sh", "-c", "grep -c ' / overlay ' /proc/mounts; "
+                    "echo written > /etc/new && cat /etc/new", copy_rootfs=True)
+    b.config["root"]["readonly"] = False
+    b.config.setdefault("annotations", {})["io.cocoon.vm.rootfs"] = "erofs"
+    b.save()
+    r = cocoon("run", "--bundle", b.path, cocoon.id("gerofs"), glob=vm, env=env,
+               timeout=BOOT_TIMEOUT + 30)
+    assert r.rc == 0, r
+    assert r.out == "1\nwritten\n", r
+    assert not os.path.exists(os.path.join(b.rootfs, "etc", "new"))
+    nothing_left()
+
+
+def test_config_mounts_in_a_real_guest(cocoon, make_bundle, hv, vm, env, tmp_path,
+                                       nothing_left):
+    """Bind mounts reach a real guest through the volume share (virtio-fs):
+    a writable bind's writes land on the host, a read-only one refuses
+    them; a tmpfs gets its options; the share itself stays out of sight."""
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (rw / "from-host").write_text("host data\n")
+    (ro / "f").write_text("read me\n")
+    b = make_bundle("sh", "-c",
+                    "grep ' /scratch tmpfs ' /proc/mounts | grep -c size=1024k; "
+                    "cat /data/from-host; echo guest-wrote > /data/from-guest; "
+                    "cat /ro/f; (echo x > /ro/f) 2>/dev/null || echo ro-refused; "
+                    "ls /run/cocoon/volumes >/dev/null 2>&1 || echo hidden", copy_rootfs=True)
+    b.add_mount("/scratch", "tmpfs", "tmpfs", ["nosuid", "size=1m"])
+    b.bind(str(rw), "/data")
+    b.bind(str(ro), "/ro", ["rbind", "ro"])
+    b.save()
+    r = cocoon("run", "--bundle", b.path, cocoon.id("gmnt"), glob=vm, env=env,
+               timeout=BOOT_TIMEOUT + 30)
+    assert r.rc == 0, r
+    assert r.out == "1\nhost data\nread me\nro-refused\nhidden\n", r
+    assert (rw / "from-guest").read_text() == "guest-wrote\n"
+    assert (ro / "f").read_text() == "read me\n"
+    nothing_left()
 
 
 def test_readonly_root_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing_left):
     """root.readonly in a real guest kernel: the agent makes the root's
     mount (the overlay on qemu, the virtio-fs root on cocoon's VMM)
     read-only; /dev/shm on it stays writable."""
-    b = make_bundle("sh", "-c", "touch /etc/new; echo rc=$?; touch /dev/shm/x && echo shm-ok")
+    b = make_bundle("sh", "-c", "touch /etc/new; echo rc=$?; touch /dev/shm/x && echo shm-ok",
+                    copy_rootfs=True)
     b.config["root"]["readonly"] = True
     b.save()
     r = cocoon("run", "--bundle", b.path, cocoon.id("gro"), glob=vm, env=env,
