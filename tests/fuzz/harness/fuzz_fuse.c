@@ -27,6 +27,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #include "fuzz_check.h"
+#include "fuzz_tree.h"
 
 static char top[64];   /* <tmp>/fuzz_fuse.XXXXXX */
 static char tree[96];  /* top/tree: what the session serves */
@@ -34,24 +35,18 @@ static char guard[96]; /* top/guard: a sibling that must never change */
 static uint8_t *out;
 #define OUTSZ ((256u * 4096u) + 8192u)
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    remove(p);
-    return 0;
-}
-
 static void cleanup(void)
 {
-    if (top[0])
-        nftw(top, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    if (top[0]) {
+        fuzz_tree_empty(top);
+        rmdir(top);
+    }
 }
 
 static void make_tree(void)
 {
-    nftw(tree, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    fuzz_tree_empty(tree);
+    rmdir(tree);
     CHECK(mkdir(tree, 0755) == 0);
     int d = open(tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     CHECK(d >= 0);

@@ -19,6 +19,7 @@
 
 #include "common/err.h"
 #include "fuzz_check.h"
+#include "fuzz_tree.h"
 #include "virtio/devices.h"
 #include "virtio/vhost_user.h"
 #include "virtio/virtio.h"
@@ -33,18 +34,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 static char dir[64];
 static int devnull = -1;
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    if (f->level > 0)
-        remove(p);
-    return 0;
-}
-
 static void cleanup(void)
 {
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    fuzz_tree_empty(dir);
     rmdir(dir);
 }
 

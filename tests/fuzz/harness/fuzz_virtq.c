@@ -20,6 +20,7 @@
 
 #include "common/err.h"
 #include "fuzz_check.h"
+#include "fuzz_tree.h"
 #include "guarded_mem.h"
 #include "virtio/devices.h"
 
@@ -48,19 +49,10 @@ static char fs_top[64];   /* <tmp>/fuzz_virtq.XXXXXX */
 static char fs_tree[96];  /* fs_top/tree: what virtio-fs serves */
 static char fs_guard[96]; /* fs_top/guard: a sibling that must never change */
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    if (f->level > 0)
-        remove(p);
-    return 0;
-}
-
 static void fs_cleanup(void)
 {
     if (fs_top[0]) {
-        nftw(fs_top, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        fuzz_tree_empty(fs_top);
         rmdir(fs_top);
     }
 }
@@ -69,7 +61,7 @@ static void fs_cleanup(void)
  * open) and fill it again: a file, a directory, a symlink pointing out. */
 static void fs_tree_rebuild(void)
 {
-    nftw(fs_tree, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    fuzz_tree_empty(fs_tree);
     int d = open(fs_tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     CHECK(d >= 0);
     int f = openat(d, "file", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
