@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int proc_stat(pid_t pid, char *state, uint64_t *start_time)
@@ -117,4 +118,11 @@ int proc_ns_differing(int dirfd, const char *ns_dir)
             flags |= ns_files[i].flag;
     }
     return flags;
+}
+
+void proc_kill_reap(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
 }

@@ -11,6 +11,9 @@ int proc_stat(pid_t pid, char *state, uint64_t *start_time);
 /* True if pid is alive, not a zombie, and started at start_time. */
 bool proc_alive(pid_t pid, uint64_t start_time);
 
+/* SIGKILL our child pid and reap it. */
+void proc_kill_reap(pid_t pid);
+
 /* pidfd_open(2); -1 with errno on failure. */
 int proc_pidfd_open(pid_t pid);
 

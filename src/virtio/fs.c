@@ -241,11 +241,11 @@ int virtio_fs_drop_mknod(struct err **err)
     if (c == NULL)
         return err_make(err, errno, "read this process's capabilities");
     cap_value_t v = CAP_MKNOD;
-    int r = cap_set_flag(c, CAP_EFFECTIVE, 1, &v, CAP_CLEAR) < 0 ||
-                    cap_set_flag(c, CAP_PERMITTED, 1, &v, CAP_CLEAR) < 0 ||
-                    cap_set_flag(c, CAP_INHERITABLE, 1, &v, CAP_CLEAR) < 0 || cap_set_proc(c) < 0
-                ? -1
-                : 0;
+    int r = 0;
+    for (cap_flag_t f = CAP_EFFECTIVE; f <= CAP_INHERITABLE && r == 0; f++)
+        r = cap_set_flag(c, f, 1, &v, CAP_CLEAR);
+    if (r == 0)
+        r = cap_set_proc(c);
     int e = errno;
     cap_free(c);
     if (r < 0)

@@ -120,10 +120,8 @@ static void set_status(struct virtio_dev *d, uint32_t v)
         if ((d->driver_features & ~d->host_features) ||
             !(d->driver_features & (1ull << VIRTIO_F_VERSION_1_BIT)))
             v &= ~(uint32_t)VIRTIO_CONFIG_S_FEATURES_OK;
-        for (unsigned i = 0; i < d->num_queues; i++) {
-            d->queues[i].event_idx = d->driver_features & (1ull << 29);
-            d->queues[i].indirect = d->driver_features & (1ull << 28);
-        }
+        for (unsigned i = 0; i < d->num_queues; i++)
+            virtq_set_features(&d->queues[i], d->driver_features);
     }
     /* The device keeps NEEDS_RESET until a reset. */
     d->status = v | (old & VIRTIO_CONFIG_S_NEEDS_RESET);

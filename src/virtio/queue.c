@@ -36,6 +36,12 @@ int virtq_enable(struct virtq *q, const struct guest_mem *mem)
     return 0;
 }
 
+void virtq_set_features(struct virtq *q, uint64_t features)
+{
+    q->event_idx = features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+    q->indirect = features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+}
+
 void virtq_reset(struct virtq *q)
 {
     memset(q, 0, sizeof(*q));

@@ -44,6 +44,10 @@ struct virtq_chain {
  * on success the queue is usable. Returns 0, or -1 if they do not fit. */
 int virtq_enable(struct virtq *q, const struct guest_mem *mem);
 
+/* The ring features the driver acked (EVENT_IDX, INDIRECT_DESC) among
+ * its feature bits. */
+void virtq_set_features(struct virtq *q, uint64_t features);
+
 /* Forget everything (device reset). */
 void virtq_reset(struct virtq *q);
 

@@ -91,8 +91,7 @@ struct vhost_user {
     bool protocol;
     bool enabled[VIRTIO_MAX_QUEUES];
     bool done;
-    int rc;
-    struct err *error;
+    struct err *error;     /* why the session ended, if it broke */
 };
 
 int vhost_user_new(struct virtio_dev *d, int sock, struct vhost_user **out, struct err **err)
@@ -210,8 +209,7 @@ static int ring_start(struct vhost_user *vu, unsigned q, struct err **err)
                                      "invalid", q, n);
     vq->last_avail = base;
     vq->used_idx = vq->signalled_used = __atomic_load_n(&vq->used->idx, __ATOMIC_ACQUIRE);
-    vq->event_idx = d->driver_features & (1ull << 29);
-    vq->indirect = d->driver_features & (1ull << 28);
+    virtq_set_features(vq, d->driver_features);
     vq->ready = vu->enabled[q] || !vu->protocol;
     if (!(d->status & VIRTIO_CONFIG_S_DRIVER_OK)) {
         /* The frontend's driver negotiated with it; to the device, a
@@ -562,10 +560,8 @@ static void on_sock(void *arg, uint32_t events)
     int r = receive(vu, &m, &vu->error);
     if (r == 1)
         r = vhost_user_handle(vu, &m, &vu->error) < 0 ? -1 : 1;
-    if (r <= 0) {
+    if (r <= 0)
         vu->done = true;
-        vu->rc = r;
-    }
 }
 
 int vhost_user_serve(struct vhost_user *vu, struct err **err)
@@ -574,7 +570,7 @@ int vhost_user_serve(struct vhost_user *vu, struct err **err)
         return -1;
     while (!vu->done)
         evloop_run_once(vu->loop, -1);
-    if (vu->rc < 0) {
+    if (vu->error) {
         *err = vu->error;
         vu->error = NULL;
         return -1;

@@ -4,9 +4,9 @@
  *
  *   virtiofs  the bundle's rootfs directory itself, served by cocoon's
  *             virtio-fs server (the VMM's device, or for qemu a `cocoon fs
- *             vhost-user` process): writable (unless root.readonly), host
- *             changes visible, nothing built at create — a namespace
- *             container's semantics, and the default;
+ *             vhost-user` process): writable (root.readonly is the guest
+ *             mount's), host changes visible, nothing built at create — a
+ *             namespace container's semantics, and the default;
  *   erofs     a read-only image made at create with a tmpfs overlay on
  *             top: on virtio-pmem with DAX (MAP_PRIVATE, page cache shared
  *             by every VM of the image) on cocoon's VMM, on virtio-blk on

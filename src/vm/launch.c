@@ -21,6 +21,7 @@
 
 #include "common/cleanup.h"
 #include "common/err.h"
+#include "common/proc.h"
 #include "common/util.h"
 #include "oci/config.h"
 #include "agent/proto.h"
@@ -404,9 +405,7 @@ static int launch_cocoon(const struct vmc_launch *l, pid_t *child, int *channel,
     }
     *child = pid;
     if (connect_agent(l, pid, channel, err) < 0) {
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        proc_kill_reap(pid);
         return -1;
     }
     return 0;

@@ -20,6 +20,7 @@
 
 #include "agent/proto.h"
 #include "common/err.h"
+#include "common/proc.h"
 #include "common/util.h"
 #include "vm/vm_internal.h"
 
@@ -54,9 +55,8 @@ struct mon {
     const struct vmc_monitor_opts *o;
     int chan;
     struct agent_buf cin, cout;
-    pid_t child;
+    struct vmc_started vm;     /* the hypervisor; helpers[i] is -1 once reaped */
     bool child_gone;
-    struct vmc_started vm;     /* helpers[i] is -1 once reaped */
     int sfd, lfd;
     struct conn conns[MAX_CONNS];
     struct pending pend[MAX_PENDING];
@@ -389,7 +389,7 @@ static void on_signal(struct mon *m)
                 for (unsigned i = 0; i < m->vm.n_helpers; i++)
                     if (m->vm.helpers[i] == pid)
                         m->vm.helpers[i] = -1;
-                if (pid == m->child) {
+                if (pid == m->vm.child) {
                     m->child_gone = true;
                     if (!m->exited)
                         mon_log(m, "the VM ended before the container's process (status %d)",
@@ -520,7 +520,6 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
         unlinkat(o->dirfd, VMC_CTL_SOCK, 0);
         return 255;
     }
-    m.child = m.vm.child;
     m.chan = m.vm.channel;
     fcntl(m.chan, F_SETFL, fcntl(m.chan, F_GETFL) | O_NONBLOCK);
     if (o->console_fd >= 0) {
@@ -546,7 +545,7 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
                           o->hello_timeout_ms, o->launch->state_dir);
             if (!m.child_gone) {
                 mon_log(&m, "stopping the VM (no answer)");
-                kill(m.child, SIGKILL);
+                kill(m.vm.child, SIGKILL);
             }
             m.deadline = 0;
         }
@@ -560,7 +559,7 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
             m.chan = -1;
             if (!m.child_gone && !m.shutting_down) {
                 /* No agent, no container: stop the VM now. */
-                kill(m.child, SIGKILL);
+                kill(m.vm.child, SIGKILL);
             }
         }
         struct pollfd pf[8 + MAX_CONNS];
@@ -616,20 +615,13 @@ int vmc_monitor(const struct vmc_monitor_opts *o)
                 conn_read(&m, c);
         }
     }
-    if (!m.child_gone) {
-        kill(m.child, SIGKILL);
-        while (waitpid(m.child, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
+    if (!m.child_gone)
+        proc_kill_reap(m.vm.child);
     /* The hypervisor's helpers serve nothing once it is gone: end them now,
      * so that the container's cgroup is empty when the monitor is. */
-    for (unsigned i = 0; i < m.vm.n_helpers; i++) {
-        if (m.vm.helpers[i] <= 0)
-            continue;
-        kill(m.vm.helpers[i], SIGKILL);
-        while (waitpid(m.vm.helpers[i], NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
+    for (unsigned i = 0; i < m.vm.n_helpers; i++)
+        if (m.vm.helpers[i] > 0)
+            proc_kill_reap(m.vm.helpers[i]);
     for (int i = 0; i < MAX_CONNS; i++)
         if (m.conns[i].fd >= 0) {
             agent_buf_flush(&m.conns[i].out, m.conns[i].fd);
