@@ -8,6 +8,7 @@
 
 #include "agent/proto.h"
 
+struct agent_request;
 struct err;
 struct oci_mount;
 struct oci_process;
@@ -51,6 +52,7 @@ struct agent {
     bool trim_due;               /* work since the last malloc_trim */
     int64_t init_exit_ms;        /* when init exited (CLOCK_MONOTONIC) */
     int64_t settle_ms;           /* all reported: power off at this time */
+    struct seccomp_prog *seccomp; /* the container's filter (CREATE), for every process, or NULL */
     struct agent_proc *procs;
     unsigned n_procs;
     struct pollfd *pfds;         /* the poll set, rebuilt every round */
@@ -94,8 +96,13 @@ int agent_mounts_apply(struct agent *a, const struct oci_mount *mounts, size_t n
  * mounts on it keep their own flags), as a namespace container's. */
 int agent_root_readonly(struct agent *a, struct err **err);
 
+/* linux.sysctl, linux.maskedPaths and linux.readonlyPaths of a CREATE
+ * request, in the container root (protect.c). A host sandbox may set only
+ * the sysctls of its own IPC, UTS and network namespaces. */
+int agent_root_protect(struct agent *a, const struct agent_request *rq, struct err **err);
+
 /* Fork the process of p into the container root with its stdio (pipes or a
- * pty) wired to pr. hold: it waits, set up, for agent_proc_start (CREATE);
+ * pty) wired to pr, under the container's seccomp filter. hold: it waits, set up, for agent_proc_start (CREATE);
  * else it runs at once (EXEC). Returns once it is set up (hold) or has
  * exec'd; on failure nothing of it is left. attach_tools: the name of a
  * tools directory in the shared directory: the process is an attach

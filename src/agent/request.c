@@ -12,6 +12,7 @@
 #include "agent/proto.h"
 #include "common/err.h"
 #include "common/util.h"
+#include "ns/seccomp.h"
 #include "oci/config.h"
 
 #define HOSTNAME_MAX 64 /* HOST_NAME_MAX */
@@ -206,6 +207,107 @@ static int parse_mounts(struct json_object *root, const char *name, bool create,
     return 0;
 }
 
+/* An optional array of at most AGENT_PATHS_MAX absolute paths (a CREATE
+ * member); *out is NULL-terminated. 0 or -1 with *err. */
+static int parse_paths(struct json_object *root, const char *name, const char *key, bool create,
+                       char ***out, struct err **err)
+{
+    struct json_object *a;
+    if (!json_object_object_get_ex(root, key, &a) || a == NULL)
+        return 0;
+    if (!create)
+        return err_input(err, "%s: `%s` is only for CREATE", name, key);
+    if (!json_object_is_type(a, json_type_array) || json_object_array_length(a) > AGENT_PATHS_MAX)
+        return err_input(err, "%s: `%s` must be an array of at most %d paths", name, key,
+                         AGENT_PATHS_MAX);
+    size_t n = json_object_array_length(a);
+    *out = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *e = json_object_array_get_idx(a, i);
+        const char *s = json_object_is_type(e, json_type_string) ? json_object_get_string(e)
+                                                                 : NULL;
+        if (s == NULL || s[0] != '/' || strlen(s) != (size_t)json_object_get_string_len(e) ||
+            strlen(s) >= PATH_MAX)
+            return err_input(err, "%s: %s[%zu] must be an absolute path", name, key, i);
+        (*out)[i] = xstrdup(s);
+    }
+    return 0;
+}
+
+/* The optional "sysctl" member of CREATE: {key: value} strings; 0 or -1. */
+static int parse_sysctl(struct json_object *root, const char *name, bool create,
+                        struct agent_request *out, struct err **err)
+{
+    struct json_object *o;
+    if (!json_object_object_get_ex(root, "sysctl", &o) || o == NULL)
+        return 0;
+    if (!create)
+        return err_input(err, "%s: `sysctl` is only for CREATE", name);
+    if (!json_object_is_type(o, json_type_object) ||
+        json_object_object_length(o) > AGENT_SYSCTL_MAX)
+        return err_input(err, "%s: `sysctl` must be an object of at most %d strings", name,
+                         AGENT_SYSCTL_MAX);
+    out->sysctl = xcalloc((size_t)json_object_object_length(o) + 1, sizeof(*out->sysctl));
+    json_object_object_foreach(o, k, v)
+    {
+        const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+                                                                 : NULL;
+        if (s == NULL || strlen(s) != (size_t)json_object_get_string_len(v) || strlen(s) > 4096 ||
+            strlen(k) == 0 || strlen(k) > 255)
+            return err_input(err, "%s: sysctl `%.64s` must be a key of 1 to 255 bytes with a "
+                             "string value of at most 4096 bytes", name, k);
+        struct oci_kv *kv = &out->sysctl[out->n_sysctl++];
+        kv->key = xstrdup(k);
+        kv->value = xstrdup(s);
+    }
+    return 0;
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                  : -1;
+}
+
+/* The optional "seccomp" member of CREATE: {"flags": N, "bpf": HEX}, the
+ * filter the host compiled; 0 or -1 with *err. */
+static int parse_seccomp(struct json_object *root, const char *name, bool create,
+                         struct seccomp_prog **out, struct err **err)
+{
+    struct json_object *o, *f, *b;
+    if (!json_object_object_get_ex(root, "seccomp", &o) || o == NULL)
+        return 0;
+    if (!create)
+        return err_input(err, "%s: `seccomp` is only for CREATE", name);
+    if (!json_object_is_type(o, json_type_object) ||
+        !json_object_object_get_ex(o, "flags", &f) || !json_object_is_type(f, json_type_int) ||
+        !json_object_object_get_ex(o, "bpf", &b) || !json_object_is_type(b, json_type_string))
+        return err_input(err, "%s: `seccomp` must be {\"flags\": N, \"bpf\": HEX}", name);
+    int64_t flags = json_object_get_int64(f);
+    if (flags < 0 || (flags & ~(int64_t)AGENT_SECCOMP_FLAGS))
+        return err_input(err, "%s: `seccomp.flags` %lld: only LOG, SPEC_ALLOW and TSYNC", name,
+                         (long long)flags);
+    const char *hex = json_object_get_string(b);
+    size_t n = (size_t)json_object_get_string_len(b), isz = 2 * sizeof(struct sock_filter);
+    if (n == 0 || n % isz || n / isz > BPF_MAXINSNS || strlen(hex) != n)
+        return err_input(err, "%s: `seccomp.bpf` must be 1 to %d instructions in hex", name,
+                         BPF_MAXINSNS);
+    struct seccomp_prog *p = xcalloc(1, sizeof(*p));
+    p->n = n / isz;
+    p->insns = xcalloc(p->n, sizeof(struct sock_filter));
+    p->flags = (unsigned)flags;
+    *out = p;
+    uint8_t *bytes = (uint8_t *)p->insns;
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = hex_digit(hex[i]), lo = hex_digit(hex[i + 1]);
+        if (hi < 0 || lo < 0)
+            return err_input(err, "%s: `seccomp.bpf` must be lowercase hex", name);
+        bytes[i / 2] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
 int agent_request_parse(const uint8_t *data, size_t len, bool create, struct agent_request *out,
                         struct err **err)
 {
@@ -228,7 +330,11 @@ int agent_request_parse(const uint8_t *data, size_t len, bool create, struct age
     if (parse_hostname(root, name, create, &out->hostname, err) < 0 ||
         parse_attach(root, name, create, &out->attach_tools, err) < 0 ||
         parse_mounts(root, name, create, out, err) < 0 ||
-        parse_readonly(root, name, create, &out->readonly, err) < 0)
+        parse_readonly(root, name, create, &out->readonly, err) < 0 ||
+        parse_paths(root, name, "maskedPaths", create, &out->masked_paths, err) < 0 ||
+        parse_paths(root, name, "readonlyPaths", create, &out->readonly_paths, err) < 0 ||
+        parse_sysctl(root, name, create, out, err) < 0 ||
+        parse_seccomp(root, name, create, &out->seccomp, err) < 0)
         goto out;
     /* Hand the process object to the OCI parser as text: one parser, one
      * set of checks for config.json, `exec --process` and the agent. */
@@ -264,5 +370,17 @@ void agent_request_free(struct agent_request *r)
         free(m->options);
     }
     free(r->mounts);
+    for (int ro = 0; ro < 2; ro++) {
+        char **v = ro ? r->readonly_paths : r->masked_paths;
+        for (char **q = v; q && *q; q++)
+            free(*q);
+        free(v);
+    }
+    for (size_t i = 0; i < r->n_sysctl; i++) {
+        free(r->sysctl[i].key);
+        free(r->sysctl[i].value);
+    }
+    free(r->sysctl);
+    ns_seccomp_prog_free(r->seccomp);
     memset(r, 0, sizeof(*r));
 }

@@ -212,8 +212,15 @@ static void do_spawn(struct agent *a, const struct agent_hdr *h, const uint8_t *
         r = agent_root_setup(a, &e);
     if (r == 0 && create)
         r = agent_mounts_apply(a, rq.mounts, rq.n_mounts, &e);
+    if (r == 0 && create)
+        r = agent_root_protect(a, &rq, &e);
     if (r == 0 && create && rq.readonly)
         r = agent_root_readonly(a, &e);
+    if (r == 0 && create) {
+        /* Every process of the container runs under its filter. */
+        a->seccomp = rq.seccomp;
+        rq.seccomp = NULL;
+    }
     if (r == 0 && rq.hostname && sethostname(rq.hostname, strlen(rq.hostname)) < 0)
         r = err_make(&e, errno, "set the hostname");
     struct agent_proc *p = NULL;

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -31,6 +30,7 @@
 /* What the child needs; all descriptors are the child's ends. */
 struct child_args {
     const struct oci_process *p;
+    const struct seccomp_prog *seccomp; /* or NULL */
     int root_fd;
     int tools_fd; /* an attach session's tools, or -1 */
     int stdio[3];
@@ -107,12 +107,8 @@ __attribute__((noreturn)) static void child_main(const struct child_args *c)
     }
     close_others(c->sync_fd, c->start_fd);
     cleanup_free char *exe = NULL;
-    if (ns_process_setup(p, &err) < 0 || ns_find_executable(p->args[0], p->env, &exe, &err) < 0)
+    if (ns_secure_and_find(p, c->seccomp, NULL, &exe, &err) < 0)
         child_fail(c->sync_fd, err);
-    if (p->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-        err_make(&err, errno, "set no_new_privs");
-        child_fail(c->sync_fd, err);
-    }
     if (c->start_fd >= 0) {
         int32_t ready = 0;
         if (write(c->sync_fd, &ready, sizeof(ready)) != sizeof(ready))
@@ -219,7 +215,7 @@ int agent_proc_spawn(struct agent *a, struct agent_proc *pr, const struct oci_pr
     cleanup_close int tools = -1;
     if (attach_tools && (tools = agent_attach_tools(a, attach_tools, err)) < 0)
         return -1;
-    struct child_args c = {.p = p, .root_fd = a->root_fd, .tools_fd = tools, .sync_fd = sync_w,
+    struct child_args c = {.p = p, .seccomp = a->seccomp, .root_fd = a->root_fd, .tools_fd = tools, .sync_fd = sync_w,
                            .start_fd = start_r};
     if (p->terminal) {
         if (open_pty(a, p, &master, &slave, err) < 0)

@@ -20,6 +20,7 @@
 #include "ns/mount_api.h"
 #include "ns/ns.h"
 #include "ns/path.h"
+#include "ns/protect.h"
 
 #define FD_PATH_LEN 32
 
@@ -274,75 +275,29 @@ int ns_rootfs_pivot(const struct ns_spawn_opts *o, struct err **err)
     return 0;
 }
 
-static int mask_path(const char *path, struct err **err)
+/* Mask (ro false) or make read-only one path of the new root, its last
+ * component not followed; a path that does not exist is skipped. */
+static int protect_path(const char *path, bool ro, struct err **err)
 {
     cleanup_close int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        return err_make(err, errno, "masked path `%s`", path);
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return err_make(err, errno, "masked path `%s`", path);
-    char p[FD_PATH_LEN];
-    fd_path(p, fd);
-    if (S_ISDIR(st.st_mode)) {
-        if (mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  "size=0") < 0)
-            return err_make(err, errno, "mask `%s`", path);
-        return 0;
-    }
-    if (S_ISLNK(st.st_mode))
-        return 0;
-    if (mount("/dev/null", p, NULL, MS_BIND, NULL) < 0)
-        return err_make(err, errno, "mask `%s`", path);
-    return 0;
-}
-
-static int readonly_path(const char *path, struct err **err)
-{
-    cleanup_close int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        return err_make(err, errno, "readonly path `%s`", path);
-    }
-    return bind_mount(fd, "", fd, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, 0, 0, true, err) <
-                   0
-               ? err_wrap(err, "readonly path `%s`", path)
-               : 0;
-}
-
-static int write_sysctl(const struct oci_kv *kv, struct err **err)
-{
-    if (strstr(kv->key, "..") || strchr(kv->key, '/') || kv->key[0] == '.')
-        return err_make(err, EINVAL, "config.json: `linux.sysctl`: invalid key `%s`", kv->key);
-    char path[512];
-    if ((size_t)snprintf(path, sizeof(path), "/proc/sys/%s", kv->key) >= sizeof(path))
-        return err_make(err, ENAMETOOLONG, "sysctl `%s`", kv->key);
-    for (char *c = path + 10; *c; c++)
-        if (*c == '.')
-            *c = '/';
-    cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
-        return err_make(err, errno, "sysctl `%s`", kv->key);
-    if (write_all(fd, kv->value, strlen(kv->value)) < 0)
-        return err_make(err, errno, "sysctl `%s` = `%s`", kv->key, kv->value);
-    return 0;
+        return errno == ENOENT ? 0
+                               : err_make(err, errno, "%s `%s`",
+                                          ro ? "readonly path" : "masked path", path);
+    return ro ? ns_protect_readonly(fd, path, err) : ns_protect_mask(fd, path, err);
 }
 
 int ns_rootfs_finish(const struct ns_spawn_opts *o, struct err **err)
 {
     const struct oci_linux *l = &o->cfg->linux_;
     for (size_t i = 0; i < l->n_sysctl; i++)
-        if (write_sysctl(&l->sysctl[i], err) < 0)
+        if (ns_sysctl_write(&l->sysctl[i], err) < 0)
             return -1;
     for (char **p = l->masked_paths; p && *p; p++)
-        if (mask_path(*p, err) < 0)
+        if (protect_path(*p, false, err) < 0)
             return -1;
     for (char **p = l->readonly_paths; p && *p; p++)
-        if (readonly_path(*p, err) < 0)
+        if (protect_path(*p, true, err) < 0)
             return -1;
     if (o->cfg->root_readonly) {
         struct statvfs sv;

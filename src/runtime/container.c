@@ -74,8 +74,13 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
         snprintf(scope, sizeof(scope), "cocoon-%08x", h);
     }
     cleanup_close int cache = lifecycle_seccomp_cache(p->rootfd);
-    if (!p->vm && ns_seccomp_prepare(p->cfg->linux_.seccomp, cache, &p->seccomp, err) < 0)
+    /* A VM container's filter is compiled here too: the agent installs it. */
+    if (ns_seccomp_prepare(p->cfg->linux_.seccomp, cache, &p->seccomp, err) < 0)
         return -1;
+    if (p->vm && p->seccomp && p->seccomp->listener_path)
+        return err_input(err, "config.json: `linux.seccomp.listenerPath`: not for a VM container "
+                              "(its filter runs in the guest's kernel, out of a host "
+                              "listener's reach)");
     cleanup_free char *cgpath = cgroup_path_for(p->cfg->linux_.cgroups_path, o->id, scope);
     /* A VM container's host cgroup holds its monitor and VMM: only the
      * resources that apply to a whole VM (vm/resources.c). */

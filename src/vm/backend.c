@@ -26,6 +26,7 @@
 #include "common/proc.h"
 #include "common/terminal.h"
 #include "common/util.h"
+#include "ns/seccomp.h"
 #include "runtime/lifecycle.h"
 #include "vm/vm_internal.h"
 
@@ -37,18 +38,43 @@ bool vmc_wanted(const struct runtime *rt, const struct oci_config *cfg)
     return rt->vm || (h && strcmp(h, "vm") == 0);
 }
 
-/* The agent's CREATE request: the bundle's process, hostname and
- * root.readonly, and the mounts for the guest (vmc_volumes_prepare's;
- * taken over). */
-static char *create_request(const struct oci_config *cfg, struct json_object *mounts)
+/* linux.seccomp as the agent takes it: {"flags": N, "bpf": HEX}. */
+static struct json_object *seccomp_json(const struct seccomp_prog *sp)
 {
-    struct json_object *req = json_object_new_object(), *proc;
-    if (json_object_object_get_ex(cfg->json, "process", &proc))
-        json_object_object_add(req, "process", json_object_get(proc));
+    size_t n = sp->n * sizeof(struct sock_filter);
+    const uint8_t *b = (const uint8_t *)sp->insns;
+    char *hex = xmalloc(2 * n + 1);
+    for (size_t i = 0; i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", b[i]);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "flags", json_object_new_int64(sp->flags));
+    json_object_object_add(o, "bpf", json_object_new_string_len(hex, (int)(2 * n)));
+    free(hex);
+    return o;
+}
+
+/* The agent's CREATE request (agent/request.h): the bundle's process,
+ * hostname, root.readonly, maskedPaths, readonlyPaths, sysctl, the compiled
+ * seccomp filter, and the mounts for the guest (vmc_volumes_prepare's;
+ * taken over). */
+static char *create_request(const struct prepared *p, struct json_object *mounts)
+{
+    const struct oci_config *cfg = p->cfg;
+    struct json_object *req = json_object_new_object(), *v, *lx = NULL;
+    if (json_object_object_get_ex(cfg->json, "process", &v))
+        json_object_object_add(req, "process", json_object_get(v));
     if (cfg->hostname)
         json_object_object_add(req, "hostname", json_object_new_string(cfg->hostname));
     if (cfg->root_readonly)
         json_object_object_add(req, "readonly", json_object_new_boolean(true));
+    /* Checked by oci_config_load: passed on as they are. */
+    json_object_object_get_ex(cfg->json, "linux", &lx);
+    static const char *const keep[] = {"maskedPaths", "readonlyPaths", "sysctl"};
+    for (size_t i = 0; lx && i < sizeof(keep) / sizeof(keep[0]); i++)
+        if (json_object_object_get_ex(lx, keep[i], &v) && v)
+            json_object_object_add(req, keep[i], json_object_get(v));
+    if (p->seccomp)
+        json_object_object_add(req, "seccomp", seccomp_json(p->seccomp));
     if (mounts && json_object_array_length(mounts))
         json_object_object_add(req, "mounts", mounts);
     else if (mounts)
@@ -141,7 +167,7 @@ monitor_main(const struct runtime *rt, struct prepared *p, int console_sock, int
     l->root = realpath(rt->root, root) ? root : rt->root;
     l->timeout_ms = hello_timeout(l->hv);
     l->volumes = faccessat(dirfd, VMC_VOLUMES_DIR, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
-    char *req = create_request(p->cfg, mounts);
+    char *req = create_request(p, mounts);
     struct vmc_monitor_opts mo = {
         .launch = l, .create_json = req, .ready_fd = ready_fd, .dirfd = dirfd,
         .console_fd = console, .hello_timeout_ms = l->timeout_ms,

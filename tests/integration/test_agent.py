@@ -300,6 +300,14 @@ def test_symlink_mount_point_is_refused(rootfs, tmp_path, token):
     (b'{"process": 1}', "process"),
     (b'{"process": {"args": []}}', "args"),
     (b'{"process": {"args": ["true"]}, "hostname": "a/b"}', "hostname"),
+    (b'{"process": {"args": ["true"]}, "maskedPaths": ["proc/kcore"]}', "maskedPaths[0]"),
+    (b'{"process": {"args": ["true"]}, "readonlyPaths": "/proc"}', "readonlyPaths"),
+    (b'{"process": {"args": ["true"]}, "sysctl": {"kernel.sem": 1}}', "sysctl"),
+    (b'{"process": {"args": ["true"]}, "seccomp": {"flags": 0, "bpf": "0600"}}', "seccomp.bpf"),
+    (b'{"process": {"args": ["true"]}, "seccomp": {"flags": 0, "bpf": "0600000000000g7f"}}',
+     "hex"),
+    (b'{"process": {"args": ["true"]}, "seccomp": {"flags": 8, "bpf": "0600000000000f7f"}}',
+     "seccomp.flags"),
 ])
 def test_bad_request(agent, payload, what):
     err, _, msg = agent.request(A.CREATE, 0, payload)

@@ -533,3 +533,61 @@ def test_attach_into_the_vm(cocoon, make_bundle, tmp_path, nothing_left):
     cocoon.fail("attach", cid, "--", "true", expect=["needs --tools DIR"])
     cocoon.ok("delete", "--force", cid)
     nothing_left()
+
+
+def test_security_controls_in_a_vm(cocoon, make_bundle, nothing_left):
+    """linux.seccomp (compiled on the host, installed by the agent, for
+    exec'd processes too), maskedPaths, readonlyPaths and sysctl reach the
+    container as they reach a namespace container."""
+    def protected(b):
+        b.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
+        b.linux["maskedPaths"] = ["/proc/version", "/sys/firmware", "/no/such/path"]
+        b.linux["readonlyPaths"] = ["/proc/sys"]
+        b.linux["sysctl"] = {"kernel.shmmni": "1234", "net.ipv4.ip_forward": "1"}
+        return b
+
+    b = protected(make_bundle("sh", "-c",
+                              "mkdir /tmp/d; echo mk=$?; grep ^Seccomp: /proc/self/status; "
+                              "wc -c < /proc/version; ls -A /sys/firmware | wc -l; "
+                              "cat /proc/sys/kernel/shmmni /proc/sys/net/ipv4/ip_forward; "
+                              "echo 1 > /proc/sys/kernel/shmmax; echo ro=$?"))
+    r = run_vm(cocoon, b, cocoon.id("vmsec"))
+    assert r.rc == 0, r
+    assert r.out.split() == ["mk=1", "Seccomp:", "2", "0", "0", "1234", "1", "ro=1"], r
+    assert "Function not implemented" in r.err and "Read-only" in r.err, r
+    # The host's own value is untouched.
+    with open("/proc/sys/kernel/shmmni") as f:
+        assert f.read().strip() != "1234"
+
+    cid = cocoon.id("vmsecx")
+    b = protected(make_bundle("sleep", "1000"))
+    b.save()
+    cocoon.ok("create", "--bundle", b.path, cid, glob=VM)
+    cocoon.ok("start", cid)
+    r = cocoon("exec", cid, "sh", "-c", "mkdir /tmp/x; echo rc=$?")
+    assert r.rc == 0 and r.out == "rc=1\n", r
+    assert "Function not implemented" in r.err, r
+    cocoon.ok("delete", "--force", cid)
+    nothing_left()
+
+
+@pytest.mark.parametrize("case", ["host-sysctl", "listener", "bad-sysctl"])
+def test_security_control_errors_in_a_vm(cocoon, make_bundle, nothing_left, case):
+    """What a VM container cannot honour is a clear error at create, and
+    nothing is left behind."""
+    b = make_bundle()
+    if case == "host-sysctl":
+        # The sandbox shares the host's kernel: vm.* is not its own.
+        b.linux["sysctl"] = {"vm.swappiness": "10"}
+        expect = ["vm.swappiness", "host sandbox"]
+    elif case == "listener":
+        b.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                              "listenerPath": "/run/nowhere.sock"}
+        expect = ["listenerPath", "VM container"]
+    else:
+        b.linux["sysctl"] = {"net.ipv4.ip_forward": "not-a-number"}
+        expect = ["net.ipv4.ip_forward", "not-a-number"]
+    b.save()
+    cocoon.fail("create", "--bundle", b.path, cocoon.id("vmsecerr"), glob=VM, expect=expect)
+    nothing_left()

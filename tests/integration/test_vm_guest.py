@@ -153,6 +153,28 @@ def test_readonly_root_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing
     nothing_left()
 
 
+def test_security_controls_in_a_real_guest(cocoon, make_bundle, hv, vm, env, nothing_left):
+    """The host compiles linux.seccomp, the agent installs it in the guest
+    kernel; maskedPaths, readonlyPaths and sysctl (the guest's own kernel:
+    any key) apply inside the guest."""
+    b = make_bundle("sh", "-c",
+                    "mkdir /tmp/d; echo mk=$?; wc -c < /proc/version; "
+                    "cat /proc/sys/vm/overcommit_memory; "
+                    "echo 1 > /proc/sys/kernel/shmmax; echo ro=$?")
+    b.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
+    b.linux["maskedPaths"] = ["/proc/version"]
+    b.linux["readonlyPaths"] = ["/proc/sys"]
+    b.linux["sysctl"] = {"vm.overcommit_memory": "2"}
+    b.save()
+    r = cocoon("run", "--bundle", b.path, cocoon.id("gsec"), glob=vm, env=env,
+               timeout=BOOT_TIMEOUT + 30)
+    assert r.rc == 0, r
+    assert r.out.split() == ["mk=1", "0", "2", "ro=1"], r
+    assert "Function not implemented" in r.err and "Read-only" in r.err, r
+    nothing_left()
+
+
 def test_lifecycle_exec_and_signals(cocoon, make_bundle, tmp_path, vm, env, nothing_left):
     cid = cocoon.id("glife")
     b = make_bundle("sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.2; done")

@@ -7,6 +7,7 @@
  * successful decode promises. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "agent/proto.h"
 #include "agent/request.h"
 #include "common/err.h"
+#include "ns/seccomp.h"
 #include "oci/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -37,8 +39,20 @@ static void check_request(const uint8_t *p, size_t len, bool create)
             size_t n = strlen(rq.hostname);
             CHECK(n >= 1 && n <= 64 && strchr(rq.hostname, '/') == NULL);
         }
+        CHECK(create || (rq.masked_paths == NULL && rq.readonly_paths == NULL &&
+                         rq.n_sysctl == 0 && rq.seccomp == NULL));
+        for (int ro = 0; ro < 2; ro++)
+            for (char **q = ro ? rq.readonly_paths : rq.masked_paths; q && *q; q++)
+                CHECK((*q)[0] == '/' && strlen(*q) < PATH_MAX);
+        for (size_t i = 0; i < rq.n_sysctl; i++)
+            CHECK(rq.sysctl[i].key[0] != '\0' && rq.sysctl[i].value != NULL);
+        if (rq.seccomp) {
+            CHECK(rq.seccomp->n >= 1 && rq.seccomp->n <= BPF_MAXINSNS);
+            CHECK((rq.seccomp->flags & ~AGENT_SECCOMP_FLAGS) == 0);
+            CHECK(rq.seccomp->listener_path == NULL);
+        }
         agent_request_free(&rq);
-        CHECK(rq.process == NULL && rq.hostname == NULL);
+        CHECK(rq.process == NULL && rq.hostname == NULL && rq.seccomp == NULL);
     } else {
         CHECK(err != NULL && err->msg != NULL);
         CHECK(err->code != 0);
