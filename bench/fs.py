@@ -4,7 +4,7 @@ the libfuse passthrough from Debian, as the reference), side by side.
 
     /usr/bin/python3 bench/fs.py --cocoon build/src/cocoon [--size-mib 1024]
         [--files 10000] [--runs 3] [--tar-src /usr/lib/python3.11]
-        [--targets native,cocoon,cocoon-nopt,bindfs] [--json FILE]
+        [--targets native,cocoon,cocoon-nouring,cocoon-nopt,bindfs] [--json FILE]
 
 Workloads (each on every target, interleaved round-robin, median of --runs):
 
@@ -29,9 +29,12 @@ to the hard one: every inode keeps its O_PATH fd) and once under 1024:1024
 handles). Printed with the number of fds the server holds.
 
 Targets: `native` (the source directory itself), `cocoon` (`cocoon fs mount`,
-defaults: passthrough where the kernel allows it), `cocoon-nopt` (`-o
-nopassthrough`: every read/write goes through the server), `bindfs` (if
-installed). All sources live in one scratch directory under /var/tmp (ext4
+defaults: passthrough where the kernel allows it, FUSE over io_uring),
+`cocoon-nouring` (`-o nouring`: requests read from /dev/fuse),
+`cocoon-nopt` (`-o nopassthrough`: every read/write goes through the
+server), `bindfs` (if installed). FUSE over io_uring needs the fuse module's
+enable_uring=Y: the bench sets it for its run (where the kernel has it) and
+puts the host's setting back after. All sources live in one scratch directory under /var/tmp (ext4
 here). The machine is shared: ratios are indicative.
 
 Targets of issue 7: seq read/write >= 0.7x native throughput; metadata work
@@ -225,6 +228,27 @@ UNITS = {"seq-write": "MiB/s", "seq-write-fsync": "MiB/s", "seq-read": "MiB/s", 
          "rand-write": "IOPS", "create-stat": "s", "tar-x": "s"}
 
 
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def uring_allow():
+    """Allow FUSE over io_uring for the run; the host's setting, or None."""
+    try:
+        with open(URING_PARAM) as f:
+            old = f.read().strip()
+        with open(URING_PARAM, "w") as f:
+            f.write("Y")
+        return old
+    except OSError:
+        return None
+
+
+def uring_restore(old):
+    if old is not None:
+        with open(URING_PARAM, "w") as f:
+            f.write(old)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cocoon", default="build/src/cocoon")
@@ -232,7 +256,7 @@ def main():
     ap.add_argument("--files", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tar-src", default="/usr/lib/python3.11")
-    ap.add_argument("--targets", default="native,cocoon,cocoon-nopt,bindfs")
+    ap.add_argument("--targets", default="native,cocoon,cocoon-nouring,cocoon-nopt,bindfs")
     ap.add_argument("--metrics", default="seq-write,seq-write-fsync,seq-read,rand-read,rand-write,"
                                          "create-stat,tar-x")
     ap.add_argument("--rss-files", type=int, default=10000,
@@ -254,6 +278,8 @@ def main():
             targets.append(Target(name, work))
         elif name == "cocoon":
             targets.append(Cocoon(name, work, []))
+        elif name == "cocoon-nouring":
+            targets.append(Cocoon(name, work, ["nouring"]))
         elif name == "cocoon-nopt":
             targets.append(Cocoon(name, work, ["nopassthrough"]))
         elif name == "bindfs":
@@ -269,10 +295,13 @@ def main():
         tf.add(args.tar_src, arcname="root")
     results = {t.name: {m: [] for m in metrics} for t in targets}
 
+    uring_was = uring_allow()
+
     def stop_all(*_):
         for t in targets:
             t.stop()
         shutil.rmtree(work, ignore_errors=True)
+        uring_restore(uring_was)
         sys.exit(1)
     signal.signal(signal.SIGTERM, stop_all)
     try:
@@ -300,6 +329,7 @@ def main():
         for t in targets:
             t.stop()
         shutil.rmtree(work, ignore_errors=True)
+        uring_restore(uring_was)
 
     out = []
 
@@ -314,6 +344,9 @@ def main():
     emit(f"fs bench: {args.runs} runs, median; seq {args.size_mib} MiB, {args.files} files, "
           f"tar of {args.tar_src}; ratio = target/native, "
           f"throughput ({'/'.join(sorted(HIGHER))}) higher is better, times lower is better")
+    emit("FUSE over io_uring: " + (f"allowed for the run (fuse.enable_uring=Y; the host's "
+                                   f"setting, {uring_was}, put back after)"
+                                   if uring_was is not None else "not in this kernel"))
     head = f"{'metric':<15} {'unit':<6}" + "".join(f" {n:>12}" for n in names)
     if base:
         head += "".join(f" {n + '/nat':>16}" for n in names if n != "native")

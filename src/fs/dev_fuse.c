@@ -25,6 +25,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "fs/dev_uring.h"
 #include "fs/fs_internal.h"
 
 #define FUSE_SUPER_MAGIC 0x65735546
@@ -39,6 +40,8 @@ struct server {
     int fatal; /* first unexpected errno of a worker */
     atomic_bool spinning; /* one idle worker polls before sleeping */
     unsigned spin_us;
+    bool uring_wanted;          /* serve over io_uring once INIT is done */
+    atomic_bool uring_started;
 };
 
 static uint64_t now_ns(void)
@@ -106,6 +109,30 @@ static void backing_close(void *ctx, int id)
 
 static int spawn_worker(struct server *sv);
 
+/* A worker or io_uring queue thread has stopped: serve() counts it. */
+static void worker_ended(void *ctx)
+{
+    struct server *sv = ctx;
+    uint64_t one = 1;
+    if (write(sv->donefd, &one, sizeof(one)) < 0) {
+        /* the eventfd cannot fail to count one */
+    }
+}
+
+/* After INIT: the io_uring queues, counted as workers. */
+static void start_uring(struct server *sv)
+{
+    unsigned n = fs_uring_queues();
+    pthread_mutex_lock(&sv->lock);
+    sv->workers += n;
+    pthread_mutex_unlock(&sv->lock);
+    unsigned got = fs_uring_start(sv->s, sv->devfd, worker_ended, sv);
+    pthread_mutex_lock(&sv->lock);
+    sv->workers -= n - got;
+    pthread_mutex_unlock(&sv->lock);
+    log_debug("fs: %u of %u io_uring queues started", got, n);
+}
+
 /* One worker: read a request, handle it, write the reply, until ENODEV. */
 static void *worker_main(void *arg)
 {
@@ -139,6 +166,10 @@ static void *worker_main(void *arg)
         ssize_t len = fs_session_handle(sv->s, in, (size_t)n, &iov, 1);
         if (len > 0 && write(from, out, (size_t)len) < 0 && errno != ENOENT && errno != ENODEV)
             log_debug("fs: reply: %s", strerror(errno));
+        /* The INIT reply is in: the ring may register now. */
+        if (sv->uring_wanted && atomic_load(&sv->s->initialized) &&
+            !atomic_exchange(&sv->uring_started, true))
+            start_uring(sv);
         pthread_mutex_lock(&sv->lock);
         sv->idle++;
         pthread_mutex_unlock(&sv->lock);
@@ -154,10 +185,7 @@ static void *worker_main(void *arg)
         sv->fatal = err;
     sv->idle--;
     pthread_mutex_unlock(&sv->lock);
-    uint64_t one = 1;
-    if (write(sv->donefd, &one, sizeof(one)) < 0) {
-        /* the eventfd cannot fail to count one */
-    }
+    worker_ended(sv);
     return NULL;
 }
 
@@ -287,7 +315,8 @@ int fs_mount_serve(const char *src, const char *dir, const struct fs_options *o,
     cleanup_close int devfd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
     if (devfd < 0)
         return err_make(err, errno, "fs mount: open /dev/fuse");
-    struct server sv = {.devfd = devfd, .donefd = -1, .spin_us = o->spin_us};
+    struct server sv = {.devfd = devfd, .donefd = -1, .spin_us = o->spin_us,
+                        .uring_wanted = o->uring && fs_uring_available()};
     pthread_mutex_init(&sv.lock, NULL);
     struct fs_transport tr = {&sv, backing_open, backing_close};
     if (fs_session_new(srcfd, o, &tr, &sv.s, err) < 0)
@@ -363,7 +392,8 @@ int fs_mount_serve(const char *src, const char *dir, const struct fs_options *o,
 int fs_serve_fd(int devfd, int rootfd, const struct fs_options *o, struct err **err)
 {
     raise_nofile();
-    struct server sv = {.devfd = devfd, .donefd = -1, .spin_us = o->spin_us};
+    struct server sv = {.devfd = devfd, .donefd = -1, .spin_us = o->spin_us,
+                        .uring_wanted = o->uring && fs_uring_available()};
     pthread_mutex_init(&sv.lock, NULL);
     struct fs_transport tr = {&sv, backing_open, backing_close};
     if (fs_session_new(rootfd, o, &tr, &sv.s, err) < 0)

@@ -34,6 +34,7 @@ struct fs_options {
     unsigned inode_fds;   /* most O_PATH fds kept open for idle inodes; 0: from RLIMIT_NOFILE */
     bool writeback;       /* FUSE_WRITEBACK_CACHE */
     bool passthrough;     /* FUSE_PASSTHROUGH to backing files, if the kernel agrees */
+    bool uring;           /* /dev/fuse: FUSE over io_uring, if the kernel allows it */
     bool readonly;        /* refuse every change with EROFS */
     bool local_locks;     /* POSIX locks kept by the kernel (not on the host): no FLUSH */
     bool allow_other;     /* mount option: other users may use the mount */
@@ -56,8 +57,8 @@ void fs_options_default(struct fs_options *o);
 /* Parse one comma-separated option list (mount -o style) into *o:
  * uidmap=H:G:N[/H:G:N...], gidmap=..., attr_timeout=S, entry_timeout=S,
  * timeout=S, threads=N, max_pages=N, writeback, nowriteback, passthrough,
- * nopassthrough, ro, rw, allow_other, noallow_other, dev, nodev, suid, nosuid,
- * locks=host|local, spin_us=N, inode_fds=N.
+ * nopassthrough, uring, nouring, ro, rw, allow_other, noallow_other, dev, nodev,
+ * suid, nosuid, locks=host|local, spin_us=N, inode_fds=N.
  * Returns <0 with *err set on an unknown or malformed option. */
 int fs_options_parse(struct fs_options *o, const char *list, struct err **err);
 

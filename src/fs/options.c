@@ -21,6 +21,7 @@ void fs_options_default(struct fs_options *o)
         .threads = 4,
         .max_pages = FS_MAX_PAGES_LIMIT,
         .passthrough = true,
+        .uring = true,
         .allow_other = true,
     };
 }
@@ -108,6 +109,8 @@ static int parse_one(struct fs_options *o, char *opt, struct err **err)
         {"nowriteback", offsetof(struct fs_options, writeback), false},
         {"passthrough", offsetof(struct fs_options, passthrough), true},
         {"nopassthrough", offsetof(struct fs_options, passthrough), false},
+        {"uring", offsetof(struct fs_options, uring), true},
+        {"nouring", offsetof(struct fs_options, uring), false},
         {"ro", offsetof(struct fs_options, readonly), true},
         {"rw", offsetof(struct fs_options, readonly), false},
         {"allow_other", offsetof(struct fs_options, allow_other), true},

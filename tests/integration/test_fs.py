@@ -109,9 +109,32 @@ def dirs(tmp_path):
     return d
 
 
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
 @pytest.fixture
-def fs(dirs):
-    m = Mount(dirs["src"], dirs["mnt"])
+def uring():
+    """FUSE over io_uring allowed (the fuse module's enable_uring) while the
+    test runs; the host's setting is restored after."""
+    if not os.path.exists(URING_PARAM):
+        pytest.skip("this kernel has no FUSE over io_uring (fuse.enable_uring)")
+    with open(URING_PARAM) as f:
+        old = f.read().strip()
+    with open(URING_PARAM, "w") as f:
+        f.write("Y")
+    yield
+    with open(URING_PARAM, "w") as f:
+        f.write(old)
+
+
+@pytest.fixture(params=["dev-fuse", "io-uring"])
+def fs(request, dirs):
+    """The server on each transport: /dev/fuse reads, and io_uring queues."""
+    if request.param == "io-uring":
+        request.getfixturevalue("uring")
+        m = Mount(dirs["src"], dirs["mnt"])
+    else:
+        m = Mount(dirs["src"], dirs["mnt"], "nouring")
     yield m
     m.close()
     assert not mounted(dirs["mnt"])
@@ -1293,5 +1316,43 @@ def test_memory_with_10000_inodes(dirs):
         if sanitized(m.proc.pid):
             pytest.skip(f"sanitizer build: its RSS ({rss} KiB) is not the server's")
         assert rss is not None and rss < 4096, f"server RSS {rss} KiB"
+    finally:
+        m.close()
+
+
+def _switches(pid):
+    """Voluntary context switches of the server's threads: {comm: count}."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                n = next(int(l.split()[1]) for l in f if l.startswith("voluntary_ctxt"))
+        except (OSError, StopIteration):
+            continue
+        key = "uring" if comm.startswith("fs-uring-") else "dev"
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def test_io_uring_queues_serve_the_requests(dirs, uring):
+    """With io_uring allowed, a queue thread per possible CPU serves the
+    requests (each wakes for them), not the /dev/fuse readers."""
+    m = Mount(dirs["src"], dirs["mnt"], "timeout=0")
+    try:
+        (dirs["src"] / "f").write_text("x")
+        wait_for(lambda: _switches(m.proc.pid).get("uring"), "the io_uring queues")
+        with open("/sys/devices/system/cpu/possible") as f:
+            last = int(f.read().strip().replace(",", "-").split("-")[-1])
+        threads = [t for t in os.listdir(f"/proc/{m.proc.pid}/task")
+                   if open(f"/proc/{m.proc.pid}/task/{t}/comm").read().startswith("fs-uring-")]
+        assert len(threads) == last + 1
+        before = _switches(m.proc.pid)
+        for _ in range(500):
+            os.stat(dirs["mnt"] / "f")  # timeout=0: a LOOKUP or GETATTR each
+        after = _switches(m.proc.pid)
+        assert after["uring"] - before["uring"] >= 400, (before, after)
+        assert after.get("dev", 0) - before.get("dev", 0) < 100, (before, after)
     finally:
         m.close()
