@@ -67,7 +67,6 @@ struct entry {
     struct ring_header *hdr;
     char *payload;
     struct iovec iov[2];
-    bool live; /* registered and not torn down */
 };
 
 struct queue {
@@ -170,9 +169,9 @@ static void prep_poll(struct queue *q)
     sqe->user_data = POLL_TAG;
 }
 
-/* Put a reply of n bytes (header and arguments, as the core wrote them
- * into the entry's buffers), or a bare error, and commit it. */
-static void commit(struct queue *q, unsigned i, uint64_t unique, ssize_t n)
+/* Finish entry i's reply of n bytes (header and arguments, as the core
+ * wrote them into the entry's buffers), or a bare EIO if there is none. */
+static void put_reply(struct queue *q, unsigned i, uint64_t unique, ssize_t n)
 {
     struct entry *e = &q->ent[i];
     if (n < (ssize_t)sizeof(struct fuse_out_header)) {
@@ -181,6 +180,12 @@ static void commit(struct queue *q, unsigned i, uint64_t unique, ssize_t n)
         n = sizeof(oh);
     }
     e->hdr->ent.payload_sz = (uint32_t)((size_t)n - sizeof(struct fuse_out_header));
+}
+
+/* Put the reply and commit it (the next request comes with it). */
+static void commit(struct queue *q, unsigned i, uint64_t unique, ssize_t n)
+{
+    put_reply(q, i, unique, n);
     prep_cmd(q, i, URING_CMD_COMMIT_AND_FETCH);
 }
 
@@ -206,13 +211,7 @@ static void *slow_main(void *arg)
 {
     struct slow *w = arg;
     struct queue *q = w->q;
-    ssize_t n = handle(q, w->i, w->req, w->len);
-    if (n < (ssize_t)sizeof(struct fuse_out_header)) {
-        struct fuse_out_header oh = {.len = sizeof(oh), .error = -EIO, .unique = w->unique};
-        memcpy(q->ent[w->i].hdr->in_out, &oh, sizeof(oh));
-        n = sizeof(oh);
-    }
-    q->ent[w->i].hdr->ent.payload_sz = (uint32_t)((size_t)n - sizeof(struct fuse_out_header));
+    put_reply(q, w->i, w->unique, handle(q, w->i, w->req, w->len));
     pthread_mutex_lock(&q->lock);
     q->done[q->n_done++] = w->i;
     pthread_mutex_unlock(&q->lock);
