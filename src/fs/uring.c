@@ -82,9 +82,10 @@ struct io_uring_sqe *uring_get_sqe(struct uring *u)
 
 int uring_submit(struct uring *u, bool wait)
 {
-    unsigned tail = *u->sq_tail;
-    unsigned n = u->sq_local_tail - tail;
     __atomic_store_n(u->sq_tail, u->sq_local_tail, __ATOMIC_RELEASE);
+    /* Everything the kernel has not taken yet, including what an earlier
+     * call left behind (it may take fewer than asked, e.g. with -EBUSY). */
+    unsigned n = u->sq_local_tail - __atomic_load_n(u->sq_head, __ATOMIC_ACQUIRE);
     if (n == 0 && !wait)
         return 0;
     long r = syscall(SYS_io_uring_enter, u->fd, n, wait ? 1u : 0u,
