@@ -304,6 +304,31 @@ static void raise_nofile(void)
     }
 }
 
+/* A server for the connection devfd, with a session on the directory rootfd. */
+static int server_init(struct server *sv, int devfd, int rootfd, const struct fs_options *o,
+                       struct err **err)
+{
+    *sv = (struct server){.devfd = devfd, .donefd = -1, .spin_us = o->spin_us,
+                          .uring_wanted = o->uring && fs_uring_available()};
+    pthread_mutex_init(&sv->lock, NULL);
+    struct fs_transport tr = {sv, backing_open, backing_close};
+    return fs_session_new(rootfd, o, &tr, &sv->s, err);
+}
+
+/* After serve(): free the session, unless workers still run (a fatal error
+ * path: the process exits with them). */
+static void server_release(struct server *sv)
+{
+    pthread_mutex_lock(&sv->lock);
+    unsigned left = sv->workers;
+    pthread_mutex_unlock(&sv->lock);
+    if (left == 0) {
+        fs_session_free(sv->s);
+        if (sv->donefd >= 0)
+            close(sv->donefd);
+    }
+}
+
 int fs_mount_serve(const char *src, const char *dir, const struct fs_options *o, bool daemon,
                    struct err **err)
 {
@@ -315,11 +340,8 @@ int fs_mount_serve(const char *src, const char *dir, const struct fs_options *o,
     cleanup_close int devfd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
     if (devfd < 0)
         return err_make(err, errno, "fs mount: open /dev/fuse");
-    struct server sv = {.devfd = devfd, .donefd = -1, .spin_us = o->spin_us,
-                        .uring_wanted = o->uring && fs_uring_available()};
-    pthread_mutex_init(&sv.lock, NULL);
-    struct fs_transport tr = {&sv, backing_open, backing_close};
-    if (fs_session_new(srcfd, o, &tr, &sv.s, err) < 0)
+    struct server sv;
+    if (server_init(&sv, devfd, srcfd, o, err) < 0)
         return err_wrap(err, "fs mount");
     cleanup_free char *data = xasprintf(
         "fd=%d,rootmode=%o,user_id=0,group_id=0,default_permissions%s", devfd,
@@ -375,15 +397,7 @@ int fs_mount_serve(const char *src, const char *dir, const struct fs_options *o,
     } else {
         r = serve(&sv, dir, o->threads ? o->threads : 1, &sigs, err);
     }
-    /* Workers still running (a fatal error path) keep the session: exit
-     * without freeing it; otherwise free everything. */
-    pthread_mutex_lock(&sv.lock);
-    unsigned left = sv.workers;
-    pthread_mutex_unlock(&sv.lock);
-    if (left == 0) {
-        fs_session_free(sv.s);
-        close(sv.donefd);
-    }
+    server_release(&sv);
     if (daemon)
         _exit(r < 0 ? 1 : 0);
     return r;
@@ -392,25 +406,15 @@ int fs_mount_serve(const char *src, const char *dir, const struct fs_options *o,
 int fs_serve_fd(int devfd, int rootfd, const struct fs_options *o, struct err **err)
 {
     raise_nofile();
-    struct server sv = {.devfd = devfd, .donefd = -1, .spin_us = o->spin_us,
-                        .uring_wanted = o->uring && fs_uring_available()};
-    pthread_mutex_init(&sv.lock, NULL);
-    struct fs_transport tr = {&sv, backing_open, backing_close};
-    if (fs_session_new(rootfd, o, &tr, &sv.s, err) < 0)
+    struct server sv;
+    if (server_init(&sv, devfd, rootfd, o, err) < 0)
         return err_wrap(err, "fs");
     sigset_t none;
     sigemptyset(&none);
     sv.donefd = eventfd(0, EFD_CLOEXEC);
     int r = sv.donefd < 0 ? err_make(err, errno, "fs: eventfd")
                           : serve(&sv, "", o->threads ? o->threads : 1, &none, err);
-    pthread_mutex_lock(&sv.lock);
-    unsigned left = sv.workers;
-    pthread_mutex_unlock(&sv.lock);
-    if (left == 0) {
-        fs_session_free(sv.s);
-        if (sv.donefd >= 0)
-            close(sv.donefd);
-    }
+    server_release(&sv);
     return r;
 }
 
