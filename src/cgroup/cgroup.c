@@ -38,7 +38,7 @@ int cgroup_detect(enum cgroup_mode *mode, struct err **err)
 char *cgroup_path_for(const char *cgroups_path, const char *id, const char *scope)
 {
     if (cgroups_path == NULL || cgroups_path[0] == '\0')
-        return xasprintf("%s/%s", scope && scope[0] ? scope : "cocoon", id);
+        return xasprintf("%s@%s", scope && scope[0] ? scope : "cocoon", id);
     /* systemd style "slice:prefix:name", as podman and containerd pass with
      * --systemd-cgroup: the same place systemd would put the scope. */
     const char *c1 = strchr(cgroups_path, ':');
@@ -385,14 +385,8 @@ int cgroup_destroy(const char *path, struct err **err)
         return -1;
     int r = 0;
     for (size_t i = 0; i < n; i++) {
+        /* Parents given by linux.cgroupsPath belong to whoever chose them. */
         cleanup_free char *dir = hier_dir(names[i], path);
-        cleanup_free char *parent = NULL;
-        /* cocoon's own parent (cocoon/ or cocoon-<root hash>/) goes when empty;
-         * parents given by linux.cgroupsPath belong to whoever chose them. */
-        const char *slash = strchr(path, '/');
-        if (slash && !strchr(slash + 1, '/') &&
-            (strncmp(path, "cocoon/", 7) == 0 || strncmp(path, "cocoon-", 7) == 0))
-            parent = hier_dir(names[i], "");
         /* The last processes may still be exiting: retry briefly. */
         for (int tries = 0; tries < 200; tries++) {
             if (rmdir(dir) == 0 || errno == ENOENT)
@@ -406,10 +400,6 @@ int cgroup_destroy(const char *path, struct err **err)
             nanosleep(&ts, NULL);
             if (tries == 199 && r == 0)
                 r = err_make(err, EBUSY, "remove cgroup `%s`", dir);
-        }
-        if (parent) {
-            cleanup_free char *pdir = xasprintf("%s%.*s", parent, (int)(slash - path), path);
-            rmdir(pdir); /* EBUSY while other containers use it: fine */
         }
         free(names[i]);
     }

@@ -28,7 +28,8 @@ int cgroup_detect(enum cgroup_mode *mode, struct err **err);
 
 /* The cgroup path (relative, no leading /) for a container: cgroupsPath as
  * given (systemd "slice:prefix:name" becomes slice/prefix-name.scope), or
- * "<scope>/<id>" by default (scope NULL: "cocoon"). */
+ * "<scope>@<id>" by default (scope NULL: "cocoon"), one level under each
+ * hierarchy's root: no parent to create and remove with every container. */
 char *cgroup_path_for(const char *cgroups_path, const char *id, const char *scope);
 
 /* Create the container's cgroup in every hierarchy and apply

@@ -65,7 +65,8 @@ int lifecycle_prepare(const struct runtime *rt, const struct create_opts *o, str
     if (p->dirfd < 0)
         return -1;
     /* Containers of another --root may reuse ids: their default cgroups
-     * must not meet ours. */
+     * must not meet ours ('@' is not allowed in ids, so "cocoon@<id>" and
+     * "cocoon-<hash>@<id>" never meet either). */
     char scope[32] = "cocoon";
     if (strcmp(rt->root, COCOON_DEFAULT_ROOT) != 0) {
         uint32_t h = 2166136261u; /* FNV-1a */

@@ -147,36 +147,29 @@ def _hierarchies():
 HIERARCHIES = _hierarchies()
 
 
-def cgroup_scope(root):
-    """The parent of cocoon's default cgroups for a state root: `cocoon` for
-    the default root, else `cocoon-<FNV-1a of the --root string>` (mirrors
+def default_cgroup(root, cid):
+    """cocoon's default cgroup (relative to each hierarchy) of container cid
+    in state root `root`: `cocoon@<id>` for the default root, else
+    `cocoon-<FNV-1a of the --root string>@<id>` (mirrors
     src/runtime/container.c; ids from different roots must not meet)."""
     root = str(root)
     if root == DEFAULT_ROOT:
-        return "cocoon"
+        return f"cocoon@{cid}"
     h = 2166136261
     for c in root.encode():
         h = ((h ^ c) * 16777619) & 0xFFFFFFFF
-    return f"cocoon-{h:08x}"
+    return f"cocoon-{h:08x}@{cid}"
 
 
 def cgroup_dirs(cid, roots=()):
     """Existing cgroup directories of container cid at cocoon's default
-    cgroup path (<scope>/<id>) for the given state roots (and the plain
-    `cocoon` scope), in every hierarchy."""
+    cgroup path for the given state roots (and the default root), in every
+    hierarchy."""
     if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,1024}", cid) or cid in (".", ".."):
         return []  # not a valid id: cocoon never made a cgroup for it
-    scopes = {"cocoon"} | {cgroup_scope(r) for r in roots}
-    return sorted(d for h in HIERARCHIES for sc in scopes
-                  for d in [os.path.join(h, sc, cid)] if os.path.isdir(d))
-
-
-def cgroup_scope_dirs(root):
-    """Existing per-root parent cgroups (none for the default root)."""
-    sc = cgroup_scope(root)
-    if sc == "cocoon":
-        return []
-    return [d for h in HIERARCHIES for d in [os.path.join(h, sc)] if os.path.isdir(d)]
+    rels = {default_cgroup(r, cid) for r in (DEFAULT_ROOT, *roots)}
+    return sorted(d for h in HIERARCHIES for rel in rels
+                  for d in [os.path.join(h, rel)] if os.path.isdir(d))
 
 
 # ---------------------------------------------------------------- cocoon
@@ -291,10 +284,8 @@ class Cocoon:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        # cgroups of containers a failed test left (e.g. in another --root),
-        # and the per-root parent cgroups (empty ones only: rmdir)
+        # cgroups of containers a failed test left (e.g. in another --root)
         dirs = [d for cid in self.ids for d in cgroup_dirs(cid, self.roots)]
-        dirs += [d for r in self.roots for d in cgroup_scope_dirs(r)]
         for d in dirs:
             try:
                 wait_for(lambda: _try_rmdir(d), f"rmdir {d}", timeout=5)

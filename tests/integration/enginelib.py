@@ -207,17 +207,6 @@ def proc_cgroups(pid):
     return res
 
 
-def default_scope(root):
-    """cocoon's parent cgroup for containers of state root `root`
-    (src/runtime/container.c: "cocoon", or "cocoon-<FNV-1a of root>")."""
-    if root == DEFAULT_STATE_ROOT:
-        return "cocoon"
-    h = 2166136261
-    for c in root.encode():
-        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
-    return f"cocoon-{h:08x}"
-
-
 def rmdir_quiet(path):
     try:
         os.rmdir(path)

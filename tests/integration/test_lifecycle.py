@@ -222,7 +222,7 @@ def test_duplicate_id(cocoon, make_bundle, hostdir):
 
 def test_same_id_in_different_roots(cocoon, make_bundle, tmp_path):
     """Two state roots are independent: deleting container X in root B must
-    not touch container X in root A. (cocoon puts both in cgroup cocoon/X.)"""
+    not touch container X in root A (nor its cgroup: each root has its own)."""
     c_same = cocoon.id("same")
     b = make_bundle("sleep", "1000")
     assert cocoon.create(c_same, b).rc == 0

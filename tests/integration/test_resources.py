@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from cocoonlib import needs_root, pid_alive, read_file, wait_for, wait_line
+from cocoonlib import default_cgroup, needs_root, pid_alive, read_file, wait_for, wait_line
 from enginelib import (cgroup_dirs_of, cgroup_file, cgroup_mounts, controller_dir,
-                       default_scope, existing_cgroup_dirs, proc_cgroups, proc_state,
+                       existing_cgroup_dirs, proc_cgroups, proc_state,
                        remove_cgroup_tree, run_in)
 
 pytestmark = needs_root
@@ -194,7 +194,7 @@ def test_cgroup_removed_in_every_hierarchy(cocoon, make_bundle, nothing_left):
     cid = cocoon.id("rm")
     b = make_bundle("sleep", "1000")
     assert cocoon.run(cid, b, "--detach").rc == 0
-    rel = f"{default_scope(cocoon.root)}/{cid}"
+    rel = default_cgroup(cocoon.root, cid)
     assert len(existing_cgroup_dirs(rel)) == len(cgroup_mounts())
     cocoon.ok("exec", "--detach", cid, "sleep", "1000")
     cocoon.ok("delete", "--force", cid)
@@ -202,21 +202,23 @@ def test_cgroup_removed_in_every_hierarchy(cocoon, make_bundle, nothing_left):
     nothing_left()
 
 
-def test_default_cgroup_parent_removed_with_last_container(cocoon, make_bundle):
-    """Each state root gets its own parent cgroup (cocoon-<hash of --root>).
-    Once its last container is deleted that directory must go too: engines
-    and test suites use many roots, and every one of them otherwise leaves
-    an empty cgroup in every hierarchy, forever (cgroup v1 memory allows
-    65535 cgroups)."""
+def test_default_cgroup_is_one_level(cocoon, make_bundle):
+    """Without linux.cgroupsPath the container's cgroup is
+    cocoon-<hash of --root>@<id>, right under each hierarchy's root, as
+    runc's default is one level: no shared parent to create with the first
+    container and remove with the last (on v1 that was twice the mkdir and
+    rmdir of every hierarchy), and nothing left after delete."""
     cid = cocoon.id("scope")
-    scope = default_scope(cocoon.root)
-    assert scope != "cocoon"
-    b = make_bundle("true")
-    assert cocoon.run(cid, b).rc == 0
-    assert existing_cgroup_dirs(f"{scope}/{cid}") == []
-    left = existing_cgroup_dirs(scope)
-    remove_cgroup_tree(scope)  # do not accumulate them ourselves
-    assert left == [], f"{len(left)} empty parent cgroups left, e.g. {left[0]}"
+    rel = default_cgroup(cocoon.root, cid)
+    assert rel.startswith("cocoon-") and "/" not in rel
+    b = make_bundle("sleep", "1000")
+    assert cocoon.run(cid, b, "--detach").rc == 0
+    pid = cocoon.state(cid)["pid"]
+    assert len(existing_cgroup_dirs(rel)) == len(cgroup_mounts())
+    assert set(proc_cgroups(pid).values()) <= {"/" + rel}, proc_cgroups(pid)
+    cocoon.ok("delete", "--force", cid)
+    assert existing_cgroup_dirs(rel) == []
+    assert existing_cgroup_dirs(rel.split("@")[0]) == [], "a parent cgroup was made"
 
 
 # ---------------------------------------------------------------- update
@@ -232,7 +234,7 @@ def sleeper(cocoon, make_bundle):
 
 def test_update_memory_and_pids(cocoon, sleeper):
     needs_controller("memory", "pids")
-    rel = f"{default_scope(cocoon.root)}/{sleeper}"
+    rel = default_cgroup(cocoon.root, sleeper)
     assert cgroup_file("memory", rel, memory_limit_file()) == str(128 * MiB)
     cocoon.ok("update", "--memory", "64m", "--pids-limit", "50", sleeper)
     assert cgroup_file("memory", rel, memory_limit_file()) == str(64 * MiB)
@@ -245,7 +247,7 @@ def test_update_memory_and_pids(cocoon, sleeper):
 
 def test_update_resources_from_stdin(cocoon, sleeper, tmp_path):
     needs_controller("pids")
-    rel = f"{default_scope(cocoon.root)}/{sleeper}"
+    rel = default_cgroup(cocoon.root, sleeper)
     f = tmp_path / "res.json"
     f.write_text(json.dumps({"pids": {"limit": 33}}))
     with open(f) as stdin:
@@ -280,7 +282,7 @@ def test_update_raises_memory_and_swap_together(cocoon, make_bundle):
     if r.rc != 0 and "swap" in r.err:
         pytest.skip("no swap accounting")
     assert r.rc == 0, r
-    rel = f"{default_scope(cocoon.root)}/{cid}"
+    rel = default_cgroup(cocoon.root, cid)
     cocoon.ok("update", "--memory", "128m", "--memory-swap", "256m", cid)
     assert cgroup_file("memory", rel, "memory.limit_in_bytes") == str(128 * MiB)
     assert cgroup_file("memory", rel, "memory.memsw.limit_in_bytes") == str(256 * MiB)
@@ -303,7 +305,7 @@ def test_pause_resume(cocoon, make_bundle, hostdir):
     pid = cocoon.state(cid)["pid"]
     cocoon.ok("pause", cid)
     assert cocoon.status(cid) == "paused"
-    rel = f"{default_scope(cocoon.root)}/{cid}"
+    rel = default_cgroup(cocoon.root, cid)
     fs = cgroup_file("freezer", rel, "freezer.state")
     if fs is not None:  # v1 freezer: frozen tasks sleep uninterruptibly (D)
         assert fs == "FROZEN"
