@@ -20,6 +20,18 @@ wait (medians reported):
           (the same seccomp filter and cgroup as the attach session: the
           fair baseline) and `nsenter -m` (neither). Each command walks the
           tree --reps times so that the reading, not the set-up, dominates.
+          Each walk runs in the tree's directory (`cd /var/lib/cntr/data`,
+          `cd /data`, then `ls -lnR .`), so that both sides resolve the same
+          relative names in the same mount; `ls -R abs` walks by absolute
+          path instead, where every file's name is three components longer
+          through /var/lib/cntr (shown, not a target: that is the path's
+          length, not the mount). Every read command runs with TZ=UTC0:
+          glibc's localtime() with TZ unset stats /etc/localtime on each
+          call, once per file for `ls -l`; that file exists among the host's
+          tools (a symlink into /usr/share/zoneinfo) and not in the busybox
+          rootfs, so without TZ the attach session would pay for walking the
+          tools' zoneinfo path once per file, which is not reading the
+          container's files.
 * the same three attach commands with --fuse: the tools served by cocoon's
           FUSE server from the host (the busybox of the read commands is the
           container's, at /var/lib/cntr, in both cases; only `/` is FUSE).
@@ -113,22 +125,30 @@ def main():
         nsm = ["nsenter", "-t", str(pid), "-m", "-p", "-n", "-i", "-u", "-C", "--"]
         ex = [cocoon, "--root", state, "exec", cid]
         bb = "/var/lib/cntr/bin/busybox"
-        loop = "i=0; while [ $i -lt %d ]; do %s >/dev/null; i=$((i+1)); done" % (a.reps, "%s")
+        cntr = "/var/lib/cntr/data"
+
+        def walk(busybox, where, cmd, path="."):
+            # TZ set: without it, every localtime() of `ls -l` stats /etc/localtime,
+            # which the tools have and the busybox rootfs has not (see the docstring)
+            return (f"export TZ=UTC0; cd {where} && i=0; while [ $i -lt {a.reps} ]; do "
+                    f"{busybox} {cmd} {path} >/dev/null; i=$((i+1)); done")
+
+        ls, grep = "ls -lnR", "grep -rc needle"
         cases = {
             "attach true": att + ["/usr/bin/true"],
             "nsenter true": ns + ["/usr/bin/true"],
             "nsenter -m true": nsm + ["/bin/true"],
-            "attach ls -R": att + [bb, "sh", "-c", loop % f"{bb} ls -lnR /var/lib/cntr/data"],
-            "native ls -R": nsm + ["/bin/sh", "-c", loop % "/bin/busybox ls -lnR /data"],
-            "attach grep -r": att + [bb, "sh", "-c",
-                                     loop % f"{bb} grep -rc needle /var/lib/cntr/data"],
-            "native grep -r": nsm + ["/bin/sh", "-c", loop % "/bin/busybox grep -rc needle /data"],
-            "exec ls -R": ex + ["/bin/sh", "-c", loop % "/bin/busybox ls -lnR /data"],
-            "exec grep -r": ex + ["/bin/sh", "-c", loop % "/bin/busybox grep -rc needle /data"],
+            "attach ls -R": att + [bb, "sh", "-c", walk(bb, cntr, ls)],
+            "native ls -R": nsm + ["/bin/sh", "-c", walk("/bin/busybox", "/data", ls)],
+            "attach grep -r": att + [bb, "sh", "-c", walk(bb, cntr, grep)],
+            "native grep -r": nsm + ["/bin/sh", "-c", walk("/bin/busybox", "/data", grep)],
+            "exec ls -R": ex + ["/bin/sh", "-c", walk("/bin/busybox", "/data", ls)],
+            "exec grep -r": ex + ["/bin/sh", "-c", walk("/bin/busybox", "/data", grep)],
+            "attach ls -R abs": att + [bb, "sh", "-c", walk(bb, "/", ls, cntr)],
+            "exec ls -R abs": ex + ["/bin/sh", "-c", walk("/bin/busybox", "/", ls, "/data")],
             "fuse true": fuse + ["/usr/bin/true"],
-            "fuse ls -R": fuse + [bb, "sh", "-c", loop % f"{bb} ls -lnR /var/lib/cntr/data"],
-            "fuse grep -r": fuse + [bb, "sh", "-c",
-                                    loop % f"{bb} grep -rc needle /var/lib/cntr/data"],
+            "fuse ls -R": fuse + [bb, "sh", "-c", walk(bb, cntr, ls)],
+            "fuse grep -r": fuse + [bb, "sh", "-c", walk(bb, cntr, grep)],
         }
         for argv in cases.values():  # warm-up (page cache, seccomp cache)
             for _ in range(3):
@@ -162,6 +182,8 @@ def main():
         emit(f"attach+true / nsenter -m + true:              {r_true_m:.2f}x")
         emit(f"ls -R via /var/lib/cntr / cocoon exec:        {e_ls:.2f}x  (target <= 1x + noise)")
         emit(f"grep -r via /var/lib/cntr / cocoon exec:      {e_grep:.2f}x  (target <= 1x + noise)")
+        emit(f"ls -R, absolute paths / cocoon exec:          "
+             f"{med['attach ls -R abs'] / med['exec ls -R abs']:.2f}x  (3 more path components)")
         emit(f"ls -R via /var/lib/cntr / nsenter -m:         {r_ls:.2f}x")
         emit(f"grep -r via /var/lib/cntr / nsenter -m:       {r_grep:.2f}x")
         fuse_ratios = (("--fuse attach+true / nsenter+true:", "fuse true", "nsenter true"),
