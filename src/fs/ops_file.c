@@ -10,6 +10,7 @@
 
 #include "common/cleanup.h"
 #include "fs/fs_internal.h"
+#include "ns/mount_api.h"
 
 /* Reply segments a READ fills directly (preadv into the caller's buffers). */
 #define READ_SEGS 256
@@ -41,9 +42,10 @@ static bool passthrough_possible(const struct fs_session *s, const struct fs_ino
  * are open, as the kernel wants every open of an inode to share one), 0 to
  * serve I/O ourselves, or -ETXTBSY when a read-only backing file is in use
  * and a writer comes. A new backing file is `fd`, the handle's own fd,
- * which is read-write when `fd_rw` (see open_fd). */
+ * which is read-write when `fd_rw` (see open_fd); `st` is its stat if the
+ * caller has it, else NULL. */
 static int backing_get(struct fs_session *s, struct fs_inode *ino, int fd, bool fd_rw,
-                       bool want_write)
+                       bool want_write, const struct stat *st)
 {
     if (!passthrough_possible(s, ino))
         return 0;
@@ -61,8 +63,10 @@ static int backing_get(struct fs_session *s, struct fs_inode *ino, int fd, bool 
         return id;
     /* Set-id files are served by us: a WRITE by another user must clear
      * the bits (FUSE_WRITE_KILL_SUIDGID), which passthrough writes skip. */
-    struct stat st;
-    if (fstat(fd, &st) < 0 || (st.st_mode & (S_ISUID | S_ISGID)))
+    struct stat own;
+    if (st == NULL && fstat(fd, &own) < 0)
+        return 0;
+    if ((st ? st : &own)->st_mode & (S_ISUID | S_ISGID))
         return 0;
     id = s->tr.backing_open(s->tr.ctx, fd);
     if (id == -EPERM || id == -ENOTTY || id == -EOPNOTSUPP || id == -EINVAL)
@@ -89,11 +93,12 @@ static int backing_get(struct fs_session *s, struct fs_inode *ino, int fd, bool 
     return id;
 }
 
-/* Make a handle for fd on ino and fill the open reply; fd moves in. */
+/* Make a handle for fd on ino and fill the open reply; fd moves in. `st`
+ * is fd's stat if the caller has it, else NULL. */
 static int open_reply_fill(struct fs_req *r, struct fs_inode *ino, int fd, bool fd_rw,
-                           bool want_write, struct fs_open_out *o)
+                           bool want_write, const struct stat *st, struct fs_open_out *o)
 {
-    int id = backing_get(r->s, ino, fd, fd_rw, want_write);
+    int id = backing_get(r->s, ino, fd, fd_rw, want_write, st);
     if (id < 0) {
         close(fd);
         return id;
@@ -169,7 +174,7 @@ int op_open(struct fs_req *r)
     if ((in.open_flags & FUSE_OPEN_KILL_SUIDGID) && (flags & O_TRUNC))
         kill_suidgid(r->s, fd, true);
     struct fs_open_out out;
-    e = open_reply_fill(r, p.i, fd, rw, (flags & O_ACCMODE) != O_RDONLY, &out);
+    e = open_reply_fill(r, p.i, fd, rw, (flags & O_ACCMODE) != O_RDONLY, NULL, &out);
     if (e < 0)
         return e;
     return reply_put(r, &out, sizeof(out));
@@ -184,9 +189,9 @@ static int create_reply(struct fs_req *r, int fd)
         close(fd);
         return e;
     }
-    char name[16];
-    snprintf(name, sizeof(name), "%d", fd);
-    int pfd = openat(r->s->proc_fd, name, O_PATH | O_CLOEXEC);
+    /* The inode's O_PATH fd for the very file created (not its name again,
+     * which another process could have replaced by now). */
+    int pfd = sys_open_tree(fd, "", AT_EMPTY_PATH | OPEN_TREE_CLOEXEC);
     if (pfd < 0) {
         int e = neg_errno();
         close(fd);
@@ -198,7 +203,7 @@ static int create_reply(struct fs_req *r, int fd)
         return neg_errno();
     }
     struct fs_open_out o;
-    int e = open_reply_fill(r, c.i, fd, true, true, &o); /* fd moves in, even on failure */
+    int e = open_reply_fill(r, c.i, fd, true, true, &st, &o); /* fd moves in, even on failure */
     if (e < 0) {
         inode_forget(r->s, c.i->nodeid, 1);
         return e;
