@@ -185,6 +185,14 @@ int op_setattr(struct fs_req *r)
     struct fs_inode *ino = p.i;
     char name[16];
     snprintf(name, sizeof(name), "%d", p.fd);
+    /* chown(f, -1, -1) reaches us as a SETATTR that sets nothing (the
+     * kernel drops its kill-set-id bits, which only an id change carries
+     * under KILLPRIV_V2): the same call on the host updates ctime and
+     * drops set-uid, set-gid (with group-exec) and file capabilities, as
+     * the caller's own chown does natively. */
+    if ((in.valid & ~(uint32_t)(FATTR_FH | FATTR_LOCKOWNER | FATTR_CTIME)) == 0 &&
+        fchownat(p.fd, "", (uid_t)-1, (gid_t)-1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+        return neg_errno();
     if (in.valid & (FATTR_UID | FATTR_GID)) {
         uid_t uid = (in.valid & FATTR_UID) ? fs_idmap_map(&r->s->opt.uidmap, in.uid, false)
                                            : (uid_t)-1;

@@ -20,8 +20,11 @@
 static int open_flags(const struct fs_session *s, uint32_t f, int *out)
 {
     int acc = (int)(f & O_ACCMODE);
+    /* Linux's access mode 3 (ioctl only) needs read and write permission,
+     * which the kernel has checked; the kernel's file refuses read(2) and
+     * write(2) itself. */
     if (acc == O_ACCMODE)
-        return -EINVAL;
+        acc = O_RDWR;
     int fl = (int)(f & (uint32_t)(O_APPEND | O_NONBLOCK | O_DSYNC | O_SYNC | O_NOATIME | O_TRUNC));
     if (atomic_load(&s->writeback_on)) {
         /* The kernel's cache reads whole pages and keeps the file size. */

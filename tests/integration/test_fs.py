@@ -11,11 +11,14 @@ import errno
 import fcntl
 import hashlib
 import os
+import pathlib
 import re
 import resource
 import signal
+import shutil
 import stat
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -102,11 +105,19 @@ class Mount:
 
 
 @pytest.fixture
-def dirs(tmp_path):
-    d = {k: tmp_path / k for k in ("src", "mnt", "twin", "outside")}
+def dirs():
+    """src (served), mnt (the mount), twin (the native comparison) and
+    outside, in a directory other users can reach: pytest's own tmp_path is
+    under a 0700 directory, where every as_user() step would just fail with
+    EACCES on both sides and compare equal."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="cocoon-fs-test-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    d = {k: base / k for k in ("src", "mnt", "twin", "outside")}
     for p in d.values():
-        p.mkdir()
-    return d
+        p.mkdir(mode=0o755)
+    yield d
+    if not mounted(d["mnt"]):
+        shutil.rmtree(base, ignore_errors=True)
 
 
 URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
@@ -370,7 +381,8 @@ def test_permissions_and_ownership_as_user(dirs, fs):
         r.append(as_user(1000, 1000, lambda: os.utime(j("tmp", "mine"), ns=(1, 1))))
         r.append(as_user(2000, 2000, lambda: os.utime(j("tmp", "mine"), ns=(1, 1))))
         return r
-    both(dirs, ops)
+    res = both(dirs, ops)
+    assert repr(("ok", "done")) in res[1], "the other users could not even reach the files"
 
 
 def test_write_by_other_user_clears_setid(dirs, fs):
@@ -391,6 +403,57 @@ def test_write_by_other_user_clears_setid(dirs, fs):
         os.chmod(p, 0o2745)
         r.append(as_user(1000, 1000, lambda: open(p, "a").write("w")))
         r.append(oct(os.stat(p).st_mode))
+        return r
+    both(dirs, ops)
+
+
+def test_chown_to_the_same_ids(dirs, fs):
+    """chown(f, -1, -1), by the owner or by root: set-uid goes, set-gid goes
+    with group-exec, ctime moves, as natively. (The kernel sends the server
+    a SETATTR that sets nothing; pjdfstest's chown/00.t accepts both
+    outcomes, so it did not catch this.)"""
+    def ops(b):
+        r = []
+        for name, mode, who in (("owner", 0o6555, (65534, 65533)),
+                                ("nogx", 0o2545, (65534, 65533)),
+                                ("root", 0o6755, None)):
+            p = os.path.join(b, name)
+            open(p, "w").close()
+            os.chown(p, 65534, 65533)
+            os.chmod(p, mode)
+            before = os.stat(p).st_ctime_ns
+            time.sleep(0.02)
+            if who:
+                r.append(as_user(*who, lambda: os.chown(p, -1, -1)))
+                assert r[-1] == repr(("ok", None)), r[-1]
+            else:
+                os.chown(p, -1, -1)
+            st = os.stat(p)
+            r.append((name, oct(stat.S_IMODE(st.st_mode)), st.st_ctime_ns > before))
+        d = os.path.join(b, "d")
+        os.mkdir(d, 0o2755)
+        before = os.stat(d).st_ctime_ns
+        time.sleep(0.02)
+        os.chown(d, -1, -1)
+        st = os.stat(d)
+        r.append(("dir", oct(stat.S_IMODE(st.st_mode)), st.st_ctime_ns > before))
+        return r
+    both(dirs, ops)
+
+
+def test_open_access_mode_3(dirs, fs):
+    """Linux's access mode 3 (O_WRONLY|O_RDWR, for ioctls): the open needs
+    read and write permission and succeeds; read(2) and write(2) on it fail."""
+    def ops(b):
+        p = os.path.join(b, "f")
+        with open(p, "w") as f:
+            f.write("x")
+        fd = os.open(p, os.O_WRONLY | os.O_RDWR)
+        r = [outcome(os.read, fd, 1), outcome(os.write, fd, b"y")]
+        os.close(fd)
+        os.chmod(p, 0o644)
+        r.append(as_user(1000, 1000, lambda: os.close(os.open(p, os.O_WRONLY | os.O_RDWR))))
+        r.append(open(p).read())
         return r
     both(dirs, ops)
 
