@@ -32,14 +32,18 @@ int ns_validate(const struct oci_config *cfg, struct err **err)
         return err_input(err, "config.json: `process` is required to run a container");
     if (cfg->process->has_caps && caps_validate(&cfg->process->caps, err) < 0)
         return -1;
-    const struct oci_namespace *mnt = oci_config_ns(cfg, OCI_NS_MNT);
-    if (mnt == NULL || mnt->path)
-        return err_input(err, "config.json: `linux.namespaces` must ask for a new mount namespace");
+    /* A mount namespace joined by path gets the rootfs set up in it, as
+     * runc does: the mounts and the pivot_root land in that namespace. */
+    if (oci_config_ns(cfg, OCI_NS_MNT) == NULL)
+        return err_input(err, "config.json: `linux.namespaces` must have a mount namespace "
+                              "(new, or joined by path): cocoon does not mount a container's "
+                              "root in its own mount namespace");
+    /* A joined uts namespace takes the names, as with runc. */
     const struct oci_namespace *uts = oci_config_ns(cfg, OCI_NS_UTS);
-    if ((cfg->hostname && cfg->hostname[0]) && (uts == NULL || uts->path))
-        return err_input(err, "config.json: `hostname` needs a new uts namespace in `linux.namespaces`");
-    if ((cfg->domainname && cfg->domainname[0]) && (uts == NULL || uts->path))
-        return err_input(err, "config.json: `domainname` needs a new uts namespace");
+    if ((cfg->hostname && cfg->hostname[0]) && uts == NULL)
+        return err_input(err, "config.json: `hostname` needs a uts namespace in `linux.namespaces`");
+    if ((cfg->domainname && cfg->domainname[0]) && uts == NULL)
+        return err_input(err, "config.json: `domainname` needs a uts namespace in `linux.namespaces`");
     const struct oci_namespace *user = oci_config_ns(cfg, OCI_NS_USER);
     bool new_user = user && !user->path;
     if (new_user && (cfg->linux_.n_uid_mappings == 0 || cfg->linux_.n_gid_mappings == 0))

@@ -104,12 +104,39 @@ def test_join_namespace_bind_mounted(cocoon, bundle, tmp_path):
         subprocess.run(["ip", "netns", "delete", name], timeout=TIMEOUT)
 
 
-def test_hostname_with_joined_uts_is_refused(cocoon, bundle, ns_helper, nothing_left):
+def test_hostname_set_in_joined_uts(cocoon, bundle, ns_helper):
+    """hostname with a uts namespace joined by path names that namespace,
+    as runc does (runtime-tools' linux_ns_path checks it)."""
     bundle.config["hostname"] = "mine"
     bundle.set_namespace("uts", f"/proc/{ns_helper}/ns/uts")
-    bundle.save()
-    cocoon.fail("create", "-b", bundle.path, cocoon.id("uts"), expect=["hostname"])
-    nothing_left()
+    out = inside(cocoon, bundle, "hostname; readlink /proc/self/ns/uts")
+    host, uts = out.split()
+    assert (host, uts) == ("mine", os.readlink(f"/proc/{ns_helper}/ns/uts"))
+    r = subprocess.run(["nsenter", "-t", str(ns_helper), "-u", "hostname"],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.stdout.strip() == "mine"
+
+
+def test_join_mount_namespace_by_path(cocoon, bundle, nothing_left):
+    """A mount namespace joined by path: the container is in it, and its
+    root is set up there (as with runc: the namespace's owner sees the
+    container's root afterwards)."""
+    p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "1000"],
+                         stdin=subprocess.DEVNULL)
+    try:
+        own = os.readlink("/proc/self/ns/mnt")
+        wait_for(lambda: p.poll() is not None or os.readlink(f"/proc/{p.pid}/ns/mnt") != own,
+                 "unshare --mount")
+        if p.poll() is not None:
+            pytest.skip("unshare --mount failed")
+        bundle.set_namespace("mount", f"/proc/{p.pid}/ns/mnt")
+        out = inside(cocoon, bundle, "readlink /proc/self/ns/mnt")
+        assert out.strip() == os.readlink(f"/proc/{p.pid}/ns/mnt")
+        assert os.readlink("/proc/self/ns/mnt") == own  # ours untouched
+        nothing_left()  # the host's mount table included
+    finally:
+        p.kill()
+        p.wait()
 
 
 # ---------------------------------------------------------------- user ns
