@@ -150,6 +150,22 @@ static int apply_memory(struct json_object *mem, struct cgroup *cg, struct err *
                        buf, "linux.resources.memory.swap", err) < 0)
             return err_wrap(err, "swap limits need swap accounting in the kernel");
     }
+    int64_t swappiness = 0;
+    int hw = get_i64(mem, "swappiness", b, &swappiness, err);
+    if (hw < 0)
+        return -1;
+    if (hw) {
+        if (swappiness < 0 || swappiness > 100)
+            return err_input(err, "config.json: `linux.resources.memory.swappiness` (%" PRId64
+                                  ") must be 0 to 100", swappiness);
+        if (v2)
+            return err_make(err, ENOTSUP,
+                            "linux.resources.memory.swappiness is not supported on cgroup v2");
+        snprintf(buf, sizeof(buf), "%" PRId64, swappiness);
+        if (write_ctrl(cg, "memory", "memory.swappiness", buf,
+                       "linux.resources.memory.swappiness", err) < 0)
+            return -1;
+    }
     struct json_object *v;
     if (json_object_object_get_ex(mem, "disableOOMKiller", &v) && json_object_get_boolean(v)) {
         if (v2)

@@ -68,6 +68,26 @@ def test_memory_limit_inside_and_oom(cocoon, make_bundle):
     assert "survived" not in r.out
 
 
+def test_memory_swappiness(cocoon, make_bundle, nothing_left):
+    """memory.swappiness on v1 (runtime-tools' linux_cgroups_memory checks
+    it); out of 0..100 it is an error that names the key."""
+    needs_controller("memory")
+    if controller_dir("memory", "") is None or \
+            not os.path.exists(os.path.join(controller_dir("memory", ""), "memory.swappiness")):
+        pytest.skip("no v1 memory.swappiness here (cgroup v2 has none)")
+    cid = cocoon.id("swappy")
+    b = make_bundle("sleep", "1000")
+    b.linux["resources"] = {"memory": {"swappiness": 10}}
+    b.save()
+    assert cocoon.run(cid, b, "--detach").rc == 0
+    assert cgroup_file("memory", default_cgroup(cocoon.root, cid), "memory.swappiness") == "10"
+    cocoon.ok("delete", "--force", cid)
+    b.linux["resources"] = {"memory": {"swappiness": 101}}
+    b.save()
+    cocoon.fail("create", "-b", b.path, cocoon.id("swappy"), expect=["swappiness", "0 to 100"])
+    nothing_left()
+
+
 def test_program_under_the_memory_limit_runs(cocoon, make_bundle):
     """A program well under the limit is not disturbed."""
     needs_controller("memory")
