@@ -55,7 +55,8 @@ int cmd_exec(const struct runtime *rt, int argc, char **argv, struct err **err)
         case 'C': o.console_socket = optarg; break;
         case 'c': strv_push(&caps, &ncaps, optarg); break;
         case 'N': o.no_new_privs = true; break;
-        case 'L': case 'A': case 'g': case 'I': break; /* accepted for runc compatibility */
+        case 'A': o.apparmor = optarg; break;
+        case 'L': case 'g': case 'I': break; /* accepted for runc compatibility */
         case 'F': {
             uint64_t n;
             if (parse_u64(optarg, 1 << 20, &n) < 0)

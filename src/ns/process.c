@@ -19,6 +19,7 @@
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/util.h"
+#include "ns/apparmor.h"
 #include "ns/caps.h"
 #include "ns/seccomp.h"
 #include "ns/ns.h"
@@ -167,6 +168,9 @@ void ns_exec(const char *exe, const struct oci_process *p, int preserve_fds)
 int ns_secure_and_find(const struct oci_process *p, const struct seccomp_prog *seccomp,
                        const char *state_json, char **exe, struct err **err)
 {
+    /* The profile first: no_new_privs would restrict the transition. */
+    if (ns_apparmor_on_exec(p->apparmor_profile, err) < 0)
+        return -1;
     /* Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it
      * before the capabilities are dropped (runc's order). */
     if (!p->no_new_privileges && ns_seccomp_install(seccomp, state_json, err) < 0)

@@ -76,6 +76,7 @@ struct exec_opts {
     int tty;                    /* --tty: 1, --tty=false: 0, unset: -1 */
     bool detach;
     bool no_new_privs;
+    const char *apparmor;       /* --apparmor PROFILE */
     const char *pid_file;
     const char *console_socket;
     int preserve_fds;

@@ -158,6 +158,10 @@ static int build_process(const struct exec_opts *o, const struct oci_config *cfg
         p->terminal = o->tty;
     if (o->no_new_privs)
         p->no_new_privileges = true;
+    /* The container's AppArmor profile unless --apparmor names one. */
+    const char *aa = o->apparmor ? o->apparmor : base ? base->apparmor_profile : NULL;
+    if (aa)
+        p->apparmor_profile = xstrdup(aa);
     if (o->user) {
         bool has_gid;
         if (parse_user(o->user, &p->uid, &p->gid, &has_gid) < 0)

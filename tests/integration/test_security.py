@@ -4,6 +4,7 @@ protection of the runtime binary (CVE-2019-5736 class)."""
 import os
 import resource
 import shutil
+import subprocess
 
 import pytest
 
@@ -391,3 +392,54 @@ def test_runtime_binary_not_writable_with_cap_sys_ptrace(cocoon, make_bundle, ho
         assert result != "wrote", result
     finally:
         c.cleanup()
+
+
+# ---------------------------------------------------------------- AppArmor
+
+def apparmor_enabled():
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def test_apparmor_profile_without_apparmor(cocoon, make_bundle):
+    """On a kernel without AppArmor (this build machine) a profile in
+    config.json or `exec --apparmor` is not applied, as crun does; the
+    container and the exec run."""
+    if apparmor_enabled():
+        pytest.skip("AppArmor is enabled here: test_apparmor_profile_applied covers it")
+    b = make_bundle("sleep", "1000")
+    b.process["apparmorProfile"] = "cocoon-test-not-loaded"
+    b.save()
+    cid = cocoon.id("aa")
+    assert cocoon.run(cid, b, "--detach").rc == 0
+    r = cocoon("exec", "--apparmor", "another-one", cid, "echo", "ran")
+    assert r.rc == 0 and r.out == "ran\n", r
+    cocoon.ok("delete", "--force", cid)
+
+
+def test_apparmor_profile_applied(cocoon, make_bundle, token, nothing_left):
+    """With AppArmor, the init and exec'd processes run confined by the
+    profile; a profile that is not loaded is an error naming it."""
+    if not apparmor_enabled():
+        pytest.skip("this kernel has no AppArmor enabled (/sys/module/apparmor)")
+    if shutil.which("apparmor_parser") is None:
+        pytest.skip("apparmor_parser is not installed")
+    name = f"cocoon-test-{token[:10]}"
+    prof = f"profile {name} flags=(complain) {{\n}}\n"
+    r = subprocess.run(["apparmor_parser", "-r"], input=prof, text=True, capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"apparmor_parser cannot load a profile here: {r.stderr.strip()}")
+    try:
+        b = make_bundle()
+        b.process["apparmorProfile"] = name
+        out = run_in(cocoon, b, "cat /proc/self/attr/current", "aa").out
+        assert out.startswith(name), out
+        b.process["apparmorProfile"] = name + "-missing"
+        b.save()
+        cocoon.fail("create", "-b", b.path, cocoon.id("aa"), expect=[name + "-missing"])
+        nothing_left()
+    finally:
+        subprocess.run(["apparmor_parser", "-R"], input=prof, text=True, capture_output=True)
