@@ -82,6 +82,19 @@ static int mount_at(const char *src, const char *dir, const char *type, unsigned
     return 0;
 }
 
+/* Mount the virtio-fs share `tag` (named by boot parameter `param`) on dir
+ * and keep an O_PATH fd of it in *fd. */
+static int mount_share(const char *tag, const char *dir, const char *param, int *fd,
+                       struct err **err)
+{
+    if (mount_at(tag, dir, "virtiofs", MS_NOSUID | MS_NODEV, NULL, err) < 0)
+        return err_wrap(err, "%s=%s", param, tag);
+    *fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0)
+        return err_make(err, errno, "open %s", dir);
+    return 0;
+}
+
 /* Make sure fds 0-2 are open (the kernel gives PID 1 /dev/console only if
  * it can open it), so that no later descriptor lands there. */
 static void stdio_ensure(const char *dev)
@@ -256,20 +269,11 @@ int agent_boot_vm(struct agent *a, struct err **err)
     a->root_fd = open(ROOTFS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (a->root_fd < 0)
         return err_make(err, errno, "open the container root " ROOTFS_DIR);
-    if (bp.shared[0]) {
-        if (mount_at(bp.shared, SHARED_DIR, "virtiofs", MS_NOSUID | MS_NODEV, NULL, err) < 0)
-            return err_wrap(err, "cocoon.shared=%s", bp.shared);
-        a->shared_fd = open(SHARED_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (a->shared_fd < 0)
-            return err_make(err, errno, "open " SHARED_DIR);
-    }
-    if (bp.volumes[0]) {
-        if (mount_at(bp.volumes, VOLUMES_DIR, "virtiofs", MS_NOSUID | MS_NODEV, NULL, err) < 0)
-            return err_wrap(err, "cocoon.volumes=%s", bp.volumes);
-        a->volumes_fd = open(VOLUMES_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (a->volumes_fd < 0)
-            return err_make(err, errno, "open " VOLUMES_DIR);
-    }
+    if (bp.shared[0] && mount_share(bp.shared, SHARED_DIR, "cocoon.shared", &a->shared_fd, err) < 0)
+        return -1;
+    if (bp.volumes[0] &&
+        mount_share(bp.volumes, VOLUMES_DIR, "cocoon.volumes", &a->volumes_fd, err) < 0)
+        return -1;
     if (str_has_prefix(bp.channel, "vsock:"))
         return open_vsock(a, bp.channel + 6, err);
     if (bp.channel[0] != '/')

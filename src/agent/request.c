@@ -63,15 +63,26 @@ static struct json_object *parse_json(const uint8_t *data, size_t len, const cha
     return obj;
 }
 
+/* The CREATE-only member `key` of root: 1 with *v, 0 if it is absent, or -1
+ * with *err if another request carries it. */
+static int create_member(struct json_object *root, const char *name, const char *key,
+                         bool create, struct json_object **v, struct err **err)
+{
+    if (!json_object_object_get_ex(root, key, v) || *v == NULL)
+        return 0;
+    if (!create)
+        return err_input(err, "%s: `%s` is only for CREATE", name, key);
+    return 1;
+}
+
 /* The optional "hostname" member; 0 or -1 with *err. */
 static int parse_hostname(struct json_object *root, const char *name, bool create, char **out,
                           struct err **err)
 {
     struct json_object *h;
-    if (!json_object_object_get_ex(root, "hostname", &h) || h == NULL)
-        return 0;
-    if (!create)
-        return err_input(err, "%s: `hostname` is only for CREATE", name);
+    int present = create_member(root, name, "hostname", create, &h, err);
+    if (present <= 0)
+        return present;
     if (!json_object_is_type(h, json_type_string))
         return err_input(err, "%s: `hostname` must be a string", name);
     const char *s = json_object_get_string(h);
@@ -91,10 +102,9 @@ static int parse_readonly(struct json_object *root, const char *name, bool creat
                           struct err **err)
 {
     struct json_object *r;
-    if (!json_object_object_get_ex(root, "readonly", &r) || r == NULL)
-        return 0;
-    if (!create)
-        return err_input(err, "%s: `readonly` is only for CREATE", name);
+    int present = create_member(root, name, "readonly", create, &r, err);
+    if (present <= 0)
+        return present;
     if (!json_object_is_type(r, json_type_boolean))
         return err_input(err, "%s: `readonly` must be true or false", name);
     *out = json_object_get_boolean(r);
@@ -187,10 +197,9 @@ static int parse_mounts(struct json_object *root, const char *name, bool create,
                         struct agent_request *out, struct err **err)
 {
     struct json_object *a;
-    if (!json_object_object_get_ex(root, "mounts", &a) || a == NULL)
-        return 0;
-    if (!create)
-        return err_input(err, "%s: `mounts` is only for CREATE", name);
+    int present = create_member(root, name, "mounts", create, &a, err);
+    if (present <= 0)
+        return present;
     if (!json_object_is_type(a, json_type_array) ||
         json_object_array_length(a) > AGENT_MOUNTS_MAX)
         return err_input(err, "%s: `mounts` must be an array of at most %d mounts", name,
@@ -213,10 +222,9 @@ static int parse_paths(struct json_object *root, const char *name, const char *k
                        char ***out, struct err **err)
 {
     struct json_object *a;
-    if (!json_object_object_get_ex(root, key, &a) || a == NULL)
-        return 0;
-    if (!create)
-        return err_input(err, "%s: `%s` is only for CREATE", name, key);
+    int present = create_member(root, name, key, create, &a, err);
+    if (present <= 0)
+        return present;
     if (!json_object_is_type(a, json_type_array) || json_object_array_length(a) > AGENT_PATHS_MAX)
         return err_input(err, "%s: `%s` must be an array of at most %d paths", name, key,
                          AGENT_PATHS_MAX);
@@ -239,10 +247,9 @@ static int parse_sysctl(struct json_object *root, const char *name, bool create,
                         struct agent_request *out, struct err **err)
 {
     struct json_object *o;
-    if (!json_object_object_get_ex(root, "sysctl", &o) || o == NULL)
-        return 0;
-    if (!create)
-        return err_input(err, "%s: `sysctl` is only for CREATE", name);
+    int present = create_member(root, name, "sysctl", create, &o, err);
+    if (present <= 0)
+        return present;
     if (!json_object_is_type(o, json_type_object) ||
         json_object_object_length(o) > AGENT_SYSCTL_MAX)
         return err_input(err, "%s: `sysctl` must be an object of at most %d strings", name,
@@ -276,10 +283,9 @@ static int parse_seccomp(struct json_object *root, const char *name, bool create
                          struct seccomp_prog **out, struct err **err)
 {
     struct json_object *o, *f, *b;
-    if (!json_object_object_get_ex(root, "seccomp", &o) || o == NULL)
-        return 0;
-    if (!create)
-        return err_input(err, "%s: `seccomp` is only for CREATE", name);
+    int present = create_member(root, name, "seccomp", create, &o, err);
+    if (present <= 0)
+        return present;
     if (!json_object_is_type(o, json_type_object) ||
         !json_object_object_get_ex(o, "flags", &f) || !json_object_is_type(f, json_type_int) ||
         !json_object_object_get_ex(o, "bpf", &b) || !json_object_is_type(b, json_type_string))
