@@ -300,6 +300,13 @@ static void *queue_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "fs-uring-%u", q->qid % 1000);
     prctl(PR_SET_NAME, name);
+    /* This thread is the ring's only submitter from here on. */
+    int r0 = uring_enable(&q->ring);
+    if (r0 < 0) {
+        log_debug("fs: io_uring queue %u: enable: %s", q->qid, strerror(-r0));
+        queue_put(q);
+        return NULL;
+    }
     for (unsigned i = 0; i < DEPTH; i++)
         prep_cmd(q, i, URING_CMD_REGISTER);
     prep_poll(q);

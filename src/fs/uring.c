@@ -22,8 +22,15 @@ int uring_init(struct uring *u, unsigned entries)
 {
     memset(u, 0, sizeof(*u));
     u->fd = -1;
-    struct io_uring_params p = {.flags = IORING_SETUP_SQE128};
+    unsigned base = IORING_SETUP_SQE128 | IORING_SETUP_R_DISABLED;
+    struct io_uring_params p = {
+        .flags = base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
     u->fd = (int)syscall(SYS_io_uring_setup, entries, &p);
+    if (u->fd < 0 && errno == EINVAL) {
+        /* Before Linux 6.1: task work the classic way. */
+        p = (struct io_uring_params){.flags = base};
+        u->fd = (int)syscall(SYS_io_uring_setup, entries, &p);
+    }
     if (u->fd < 0)
         return -errno;
     u->sq_entries = p.sq_entries;
@@ -52,6 +59,13 @@ int uring_init(struct uring *u, unsigned entries)
     for (unsigned i = 0; i < p.sq_entries; i++)
         u->sq_array[i] = i;
     u->sq_local_tail = *u->sq_tail;
+    return 0;
+}
+
+int uring_enable(struct uring *u)
+{
+    if (syscall(SYS_io_uring_register, u->fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+        return -errno;
     return 0;
 }
 

@@ -1,5 +1,11 @@
 /* A minimal io_uring (raw system calls, no liburing): one ring per thread,
- * 128-byte SQEs, for the FUSE-over-io_uring transport (dev_uring.c). */
+ * 128-byte SQEs, for the FUSE-over-io_uring transport (dev_uring.c).
+ *
+ * A ring is made disabled and single-issuer with deferred task work
+ * (IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN) where the kernel has them:
+ * its completions are then posted only when its one thread asks for
+ * events, instead of interrupting that thread with task work. The thread
+ * that will submit enables it with uring_enable. */
 #pragma once
 #include <linux/io_uring.h>
 #include <stdbool.h>
@@ -20,8 +26,12 @@ struct uring {
     size_t sq_map_len, cq_map_len, sqes_len;
 };
 
-/* Set up a ring of `entries` 128-byte SQEs; 0, or -errno. */
+/* Set up a ring of `entries` 128-byte SQEs, disabled; 0, or -errno. */
 int uring_init(struct uring *u, unsigned entries);
+
+/* Enable the ring; the calling thread becomes its only submitter. 0, or
+ * -errno. */
+int uring_enable(struct uring *u);
 
 /* Unmap and close; safe on a ring whose init failed. */
 void uring_free(struct uring *u);
