@@ -95,6 +95,14 @@ struct fs_session {
     pthread_mutex_t lock_lock; /* lock owners and the interrupt list */
     struct fs_wait *waiters;
 
+    /* Host filesystems (by st_dev) whose close(2) does nothing but what
+     * the server's own bookkeeping does: FLUSH skips it there. */
+    struct fs_plain_close {
+        dev_t dev;
+        bool plain;
+    } closes[8];
+    unsigned ncloses; /* under lock_lock */
+
     atomic_bool initialized, destroyed, passthrough_on, writeback_on;
     uint32_t proto_minor;
     uint32_t max_write, max_read;

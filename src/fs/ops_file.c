@@ -5,7 +5,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -336,6 +338,34 @@ int op_release(struct fs_req *r)
     return handle_release(r->s, in.fh);
 }
 
+/* Whether close(2) of a file on fd's filesystem does nothing the server
+ * must pass on: the local filesystems without a ->flush of their own
+ * (ext2/3/4, XFS, Btrfs, tmpfs). NFS, CIFS, FUSE, overlayfs (its lower
+ * layer's), F2FS and the rest get the close: it may write back data and
+ * report an error. Known per device after the first FLUSH there. */
+static bool close_is_plain(struct fs_session *s, dev_t dev, int fd)
+{
+    pthread_mutex_lock(&s->lock_lock);
+    for (unsigned i = 0; i < s->ncloses; i++) {
+        if (s->closes[i].dev == dev) {
+            bool plain = s->closes[i].plain;
+            pthread_mutex_unlock(&s->lock_lock);
+            return plain;
+        }
+    }
+    pthread_mutex_unlock(&s->lock_lock);
+    struct statfs sf;
+    if (fstatfs(fd, &sf) < 0)
+        return false;
+    bool plain = sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC ||
+                 sf.f_type == BTRFS_SUPER_MAGIC || sf.f_type == TMPFS_MAGIC;
+    pthread_mutex_lock(&s->lock_lock);
+    if (s->ncloses < sizeof(s->closes) / sizeof(s->closes[0]))
+        s->closes[s->ncloses++] = (struct fs_plain_close){.dev = dev, .plain = plain};
+    pthread_mutex_unlock(&s->lock_lock);
+    return plain;
+}
+
 int op_flush(struct fs_req *r)
 {
     struct fuse_flush_in in;
@@ -344,8 +374,12 @@ int op_flush(struct fs_req *r)
     cleanup_href struct href h = href_get(r, in.fh);
     if (h.h == NULL)
         return -EBADF;
-    /* close(2) semantics: the closing process loses its POSIX locks. */
+    /* close(2) semantics: the closing process loses its POSIX locks, and
+     * the host filesystem sees a close (of a duplicate: the handle lives
+     * on until RELEASE). */
     lock_owner_drop(r->s, h.h->inode, in.lock_owner);
+    if (close_is_plain(r->s, h.h->inode->dev, h.h->fd))
+        return 0;
     int d = dup(h.h->fd);
     if (d < 0)
         return neg_errno();
