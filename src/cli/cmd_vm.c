@@ -36,7 +36,7 @@ static const char run_usage[] =
     "[--timeout SECONDS] [--rng] [--disk PATH[,ro][,direct][,serial=ID]]... "
     "[--pmem PATH[,shared]]... [--net tap=NAME[,mac=MAC][,netns=PATH]]... [--vsock cid=N,uds=PATH] "
     "[--virtio-console BACKEND[,port=NAME:BACKEND]...] (BACKEND: stdio|none|file:PATH|socket:PATH) "
-    "[--fs tag=TAG,dir=PATH[,queues=N][,ro][,FS OPTIONS]]...";
+    "[--fs tag=TAG,dir=PATH[,queues=N][,dax=MIB][,ro][,FS OPTIONS]]...";
 
 /* Files opened while parsing, closed when the command ends. */
 struct run_files {

@@ -234,13 +234,19 @@ int vm_opt_fs(struct vm_config *cfg, char *spec, struct err **err)
                 return err_input(err, "vm run: --fs queues=`%s`: want 1..%d", o + 7,
                                  VIRTIO_FS_MAX_QUEUES);
             d->fs.queues = (unsigned)n;
+        } else if (strncmp(o, "dax=", 4) == 0) {
+            if (parse_u64(o + 4, VIRTIO_FS_DAX_MAX >> 20, &n) < 0 || n == 0 || n % 2)
+                return err_input(err, "vm run: --fs dax=`%s`: want the window's size in MiB, "
+                                      "even, 2..%llu", o + 4,
+                                 (unsigned long long)(VIRTIO_FS_DAX_MAX >> 20));
+            d->fs.dax_size = n << 20;
         } else if (fs_option_applies(o)) {
             if (fs_options_parse(&d->fs.fs, o, err) < 0)
                 return err_wrap(err, "vm run: --fs");
         } else {
             return err_input(err, "vm run: --fs option `%s` is unknown (tag=TAG, dir=PATH, "
-                                  "queues=N, ro, uidmap=, gidmap=, timeout=, attr_timeout=, "
-                                  "entry_timeout=, max_pages=, writeback)", o);
+                                  "queues=N, dax=MIB, ro, uidmap=, gidmap=, timeout=, "
+                                  "attr_timeout=, entry_timeout=, max_pages=, writeback)", o);
         }
     }
     if (d->fs.tag == NULL || d->fs.dir == NULL)

@@ -43,11 +43,17 @@ struct fs_options {
 };
 
 /* Transport hooks (any may be NULL): register a host fd as a FUSE backing
- * file and return its id (>0) or -errno, and drop such an id. */
+ * file and return its id (>0) or -errno, and drop such an id (/dev/fuse
+ * passthrough); map [foffset, foffset + len) of the file open at fd into
+ * the DAX window at moffset (read-only unless `write`), and unmap a range
+ * of the window again, each 0 or -errno (virtio-fs; offsets and lengths
+ * are page-aligned and checked against the file, not the window). */
 struct fs_transport {
     void *ctx;
     int (*backing_open)(void *ctx, int fd);
     void (*backing_close)(void *ctx, int id);
+    int (*map)(void *ctx, int fd, uint64_t foffset, uint64_t len, uint64_t moffset, bool write);
+    int (*unmap)(void *ctx, uint64_t moffset, uint64_t len);
 };
 
 /* Fill *o with the defaults (1 s timeouts, 4 workers, 256 pages, passthrough,

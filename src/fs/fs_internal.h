@@ -218,6 +218,11 @@ int kill_suidgid(struct fs_session *s, int fd, bool sgid);
 int neg_errno(void);
 
 /* ---- ops (ops_*.c): each returns 0 (reply built), FS_NOREPLY, or -errno ---- */
+/* ---- DAX window mappings (ops_map.c, virtio-fs only) ---- */
+#define FS_MAP_SHIFT 12 /* mappings are aligned to 4 KiB pages */
+int op_setupmapping(struct fs_req *r);
+int op_removemapping(struct fs_req *r);
+
 int op_lookup(struct fs_req *r);
 int op_forget(struct fs_req *r);
 int op_batch_forget(struct fs_req *r);

@@ -153,6 +153,8 @@ static int op_init(struct fs_req *r)
         want_flags |= FUSE_WRITEBACK_CACHE;
     else if (s->opt.passthrough && s->tr.backing_open && s->am_root)
         want_flags |= FUSE_PASSTHROUGH; /* the kernel refuses it with writeback */
+    if (s->tr.map)
+        want_flags |= FUSE_MAP_ALIGNMENT; /* a DAX window: mappings page-aligned */
     uint64_t flags = kflags & want_flags;
     if (in.minor < 36)
         flags &= 0xffffffffu & ~(uint64_t)FUSE_INIT_EXT;
@@ -171,6 +173,8 @@ static int op_init(struct fs_req *r)
     out.max_pages = (uint16_t)pages;
     if (flags & FUSE_PASSTHROUGH)
         out.max_stack_depth = 1; /* backing files are on non-stacking filesystems */
+    if (flags & FUSE_MAP_ALIGNMENT)
+        out.map_alignment = FS_MAP_SHIFT;
     s->proto_minor = in.minor;
     atomic_store(&s->passthrough_on, (flags & FUSE_PASSTHROUGH) != 0);
     atomic_store(&s->writeback_on, (flags & FUSE_WRITEBACK_CACHE) != 0);
@@ -228,6 +232,8 @@ static op_fn op_table(uint32_t opcode)
     case FUSE_FALLOCATE: return op_fallocate;
     case FUSE_LSEEK: return op_lseek;
     case FUSE_COPY_FILE_RANGE: return op_copy_file_range;
+    case FUSE_SETUPMAPPING: return op_setupmapping;
+    case FUSE_REMOVEMAPPING: return op_removemapping;
     case FUSE_GETLK: return op_getlk;
     case FUSE_SETLK: return op_setlk;
     case FUSE_SETLKW: return op_setlkw;

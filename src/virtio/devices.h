@@ -86,15 +86,21 @@ int virtio_vsock_create(const struct virtio_vsock_opts *o, struct virtio_dev **o
 /* Request queues a virtio-fs device offers at most (all served by the event thread). */
 #define VIRTIO_FS_MAX_QUEUES 4
 
+/* The largest DAX window a virtio-fs device takes. */
+#define VIRTIO_FS_DAX_MAX (64ull << 30)
+
 struct virtio_fs_opts {
     const char *tag;        /* what the guest mounts (mount -t virtiofs TAG): 1..36 bytes */
     const char *dir;        /* the host directory shared */
     unsigned queues;        /* request queues, 1..VIRTIO_FS_MAX_QUEUES (0: 1) */
     struct fs_options fs;   /* id maps, timeouts, ro, max_pages, writeback (see docs/virtio.md) */
+    uint64_t dax_size;      /* the DAX window's size (a multiple of 2 MiB), 0: none */
+    uint64_t dax_gpa;       /* where the window appears (2 MiB aligned): chosen by the VMM */
+    unsigned dax_slot;      /* the KVM memory slot it takes: chosen by the VMM */
 };
 
-/* virtio-fs: the FUSE core (src/fs) serving dir to the guest over virtqueues
- * (no DAX window yet). */
+/* virtio-fs: the FUSE core (src/fs) serving dir to the guest over virtqueues,
+ * with a DAX window (shared memory region 0) if dax_size is set. */
 int virtio_fs_create(const struct virtio_fs_opts *o, struct virtio_dev **out, struct err **err);
 
 /* A guest must not make device nodes on the host through a share (the

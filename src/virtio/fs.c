@@ -15,7 +15,16 @@
  * register backing files with), and it always keeps POSIX locks in the
  * guest kernel: SETLKW is refused, since a wait would stall the event
  * thread. Everything runs on the event thread. A device reset or a
- * FUSE_DESTROY starts a fresh session (the next driver sends INIT again). */
+ * FUSE_DESTROY starts a fresh session (the next driver sends INIT again).
+ *
+ * The DAX window (optional: shared memory region 0, VIRTIO_FS_SHMCAP_ID_CACHE)
+ * is a guest-physical range backed by a PROT_NONE reservation in the VMM;
+ * FUSE_SETUPMAPPING lays a file range over part of it with mmap(MAP_SHARED |
+ * MAP_FIXED), so the guest reads and writes the host's page cache, which
+ * every VM and the host share; FUSE_REMOVEMAPPING puts PROT_NONE back. A
+ * guest touching a part with nothing mapped, writing a read-only part, or
+ * reading a page past the end of a file the host truncated gets KVM_RUN's
+ * EFAULT: its VM stops, as under QEMU. A new session clears the window. */
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +32,10 @@
 #include <linux/virtio_ids.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kvm.h>
 #include <sys/capability.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -43,6 +55,7 @@
 /* The core fills at most this many reply segments of one READ itself
  * (READ_SEGS in src/fs/ops_file.c). */
 #define FS_DIRECT_SEGS 256
+#define DAX_ALIGN (2ull << 20) /* the Linux driver maps 2 MiB ranges (FUSE_DAX_SZ) */
 _Static_assert(VIRTIO_FS_MAX_QUEUES < VIRTIO_MAX_QUEUES, "hiprio + request queues");
 
 struct vfs {
@@ -56,7 +69,50 @@ struct vfs {
     uint8_t *req;            /* the request, copied out of the guest */
     uint8_t *bounce;         /* replies to very scattered chains (allocated when needed) */
     struct virtq_chain chain;
+    struct fs_transport tr;  /* the DAX hooks (none without a window) */
+    uint8_t *dax;            /* the window's host reservation, or NULL */
+    uint64_t dax_size, dax_gpa;
+    unsigned dax_slot;
 };
+
+/* ---- the DAX window ---- */
+
+static bool dax_range_ok(const struct vfs *v, uint64_t moffset, uint64_t len)
+{
+    return moffset <= v->dax_size && len <= v->dax_size - moffset;
+}
+
+/* Put nothing (PROT_NONE, no memory) over [moffset, moffset + len). */
+static int dax_clear(struct vfs *v, uint64_t moffset, uint64_t len)
+{
+    void *p = mmap(v->dax + moffset, len, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    return p == MAP_FAILED ? -errno : 0;
+}
+
+static int dax_map(void *ctx, int fd, uint64_t foffset, uint64_t len, uint64_t moffset,
+                   bool write)
+{
+    struct vfs *v = ctx;
+    if (!dax_range_ok(v, moffset, len))
+        return -EINVAL;
+    int prot = PROT_READ | (write ? PROT_WRITE : 0);
+    void *p = mmap(v->dax + moffset, len, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)foffset);
+    if (p == MAP_FAILED) {
+        int e = -errno;
+        dax_clear(v, moffset, len); /* whatever was there is gone either way */
+        return e;
+    }
+    return 0;
+}
+
+static int dax_unmap(void *ctx, uint64_t moffset, uint64_t len)
+{
+    struct vfs *v = ctx;
+    if (!dax_range_ok(v, moffset, len))
+        return -EINVAL;
+    return dax_clear(v, moffset, len);
+}
 
 /* Drop the session and start a new one on the same directory. */
 static void session_restart(struct vfs *v)
@@ -64,8 +120,11 @@ static void session_restart(struct vfs *v)
     fs_session_free(v->s);
     v->s = NULL;
     v->used = false;
+    /* The new driver knows none of the old mappings. */
+    if (v->dax && dax_clear(v, 0, v->dax_size) < 0)
+        log_warn("virtio-fs: clearing the DAX window: %s", strerror(errno));
     struct err *e = NULL;
-    if (fs_session_new(v->rootfd, &v->opt, NULL, &v->s, &e) < 0) {
+    if (fs_session_new(v->rootfd, &v->opt, &v->tr, &v->s, &e) < 0) {
         log_warn("virtio-fs: %s; requests fail with EIO until a device reset", e->msg);
         err_free(&e);
     }
@@ -163,10 +222,28 @@ static void vfs_reset(struct virtio_dev *d)
         v->fresh = true; /* the new driver knows none of the old nodeids */
 }
 
+/* Put the DAX window into the guest's physical address space. */
+static int vfs_attach(struct virtio_dev *d, struct err **err)
+{
+    struct vfs *v = d->priv;
+    if (v->dax == NULL)
+        return 0;
+    struct kvm_userspace_memory_region r = {
+        .slot = v->dax_slot, .guest_phys_addr = v->dax_gpa, .memory_size = v->dax_size,
+        .userspace_addr = (uint64_t)(uintptr_t)v->dax,
+    };
+    if (ioctl(d->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+        return err_make(err, errno, "fs: DAX window: KVM_SET_USER_MEMORY_REGION at %#llx",
+                        (unsigned long long)v->dax_gpa);
+    return 0;
+}
+
 static void vfs_destroy(struct virtio_dev *d)
 {
     struct vfs *v = d->priv;
     fs_session_free(v->s);
+    if (v->dax)
+        munmap(v->dax, v->dax_size);
     if (v->rootfd >= 0)
         close(v->rootfd);
     free(v->req);
@@ -175,7 +252,8 @@ static void vfs_destroy(struct virtio_dev *d)
 }
 
 static const struct virtio_dev_ops vfs_ops = {
-    .name = "fs", .notify = vfs_notify, .reset = vfs_reset, .destroy = vfs_destroy,
+    .name = "fs", .attach = vfs_attach, .notify = vfs_notify, .reset = vfs_reset,
+    .destroy = vfs_destroy,
 };
 
 /* More fds: fewer inode fds closed and reopened from file handles (src/fs/inode.c). */
@@ -200,6 +278,13 @@ static int check_opts(const struct virtio_fs_opts *o, struct err **err)
         return err_input(err, "fs: at most %d request queues", VIRTIO_FS_MAX_QUEUES);
     if (o->dir == NULL || *o->dir == '\0')
         return err_input(err, "fs: a shared directory is required");
+    if (o->dax_size % DAX_ALIGN || o->dax_size > VIRTIO_FS_DAX_MAX)
+        return err_input(err, "fs: a DAX window of %llu MiB: want a multiple of 2 MiB, "
+                              "at most %llu", (unsigned long long)(o->dax_size >> 20),
+                         (unsigned long long)(VIRTIO_FS_DAX_MAX >> 20));
+    if (o->dax_size && o->dax_gpa % DAX_ALIGN)
+        return err_input(err, "fs: DAX window address %#llx is not 2 MiB aligned",
+                         (unsigned long long)o->dax_gpa);
     return 0;
 }
 
@@ -218,7 +303,25 @@ int virtio_fs_create(const struct virtio_fs_opts *o, struct virtio_dev **out, st
     v->opt.local_locks = true;   /* the guest kernel keeps POSIX locks (no SETLKW here) */
     if (v->opt.max_pages == 0 || v->opt.max_pages > FS_PAGES_MAX)
         v->opt.max_pages = FS_PAGES_MAX;
-    if (fs_session_new(fd, &v->opt, NULL, &v->s, err) < 0) {
+    if (o->dax_size) {
+        void *p = mmap(NULL, o->dax_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            free(v);
+            return err_make(err, e, "fs: reserve a DAX window of %llu MiB",
+                            (unsigned long long)(o->dax_size >> 20));
+        }
+        v->dax = p;
+        v->dax_size = o->dax_size;
+        v->dax_gpa = o->dax_gpa;
+        v->dax_slot = o->dax_slot;
+        v->tr = (struct fs_transport){.ctx = v, .map = dax_map, .unmap = dax_unmap};
+    }
+    if (fs_session_new(fd, &v->opt, &v->tr, &v->s, err) < 0) {
+        if (v->dax)
+            munmap(v->dax, v->dax_size);
         close(fd);
         free(v);
         return err_wrap(err, "fs: shared directory `%s`", o->dir);
@@ -231,6 +334,8 @@ int virtio_fs_create(const struct virtio_fs_opts *o, struct virtio_dev **out, st
     memcpy(cfg.tag, o->tag, strlen(o->tag));
     memcpy(v->dev.config, &cfg, sizeof(cfg));
     v->dev.config_len = sizeof(cfg);
+    v->dev.shm_base = v->dax_gpa;
+    v->dev.shm_len = v->dax_size;
     *out = &v->dev;
     return 0;
 }

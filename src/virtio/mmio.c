@@ -133,6 +133,7 @@ static void set_status(struct virtio_dev *d, uint32_t v)
 static uint32_t reg_read(struct virtio_dev *d, uint64_t off)
 {
     struct virtq *q = d->queue_sel < d->num_queues ? &d->queues[d->queue_sel] : NULL;
+    bool shm = d->shm_sel == 0 && d->shm_len > 0;
     switch (off) {
     case VIRTIO_MMIO_MAGIC_VALUE: return VIRTIO_MMIO_MAGIC;
     case VIRTIO_MMIO_VERSION: return 2;
@@ -146,8 +147,11 @@ static uint32_t reg_read(struct virtio_dev *d, uint64_t off)
     case VIRTIO_MMIO_INTERRUPT_STATUS: return atomic_load(&d->interrupt_status);
     case VIRTIO_MMIO_STATUS: return d->status;
     case VIRTIO_MMIO_CONFIG_GENERATION: return d->config_generation;
-    case VIRTIO_MMIO_SHM_LEN_LOW:
-    case VIRTIO_MMIO_SHM_LEN_HIGH: return 0xffffffff; /* no shared memory regions */
+    /* Shared memory region d->shm_sel: -1 as its length if there is none. */
+    case VIRTIO_MMIO_SHM_LEN_LOW: return shm ? (uint32_t)d->shm_len : 0xffffffff;
+    case VIRTIO_MMIO_SHM_LEN_HIGH: return shm ? (uint32_t)(d->shm_len >> 32) : 0xffffffff;
+    case VIRTIO_MMIO_SHM_BASE_LOW: return shm ? (uint32_t)d->shm_base : 0xffffffff;
+    case VIRTIO_MMIO_SHM_BASE_HIGH: return shm ? (uint32_t)(d->shm_base >> 32) : 0xffffffff;
     default: return 0;
     }
 }
@@ -173,6 +177,7 @@ static void reg_write(struct virtio_dev *d, uint64_t off, uint32_t v)
         }
         break;
     case VIRTIO_MMIO_QUEUE_SEL: d->queue_sel = v; break;
+    case VIRTIO_MMIO_SHM_SEL: d->shm_sel = v; break;
     case VIRTIO_MMIO_QUEUE_NUM:
         if (q_setup)
             q->size = v <= d->queue_max ? (uint16_t)v : 0;

@@ -57,6 +57,9 @@ struct virtio_dev {
     uint16_t queue_max;             /* QueueNumMax of every queue */
     uint8_t config[VIRTIO_CONFIG_MAX];
     uint32_t config_len;
+    /* One shared memory region (id 0), e.g. virtio-fs's DAX window: its
+     * guest-physical base and length (0: none). */
+    uint64_t shm_base, shm_len;
 
     /* transport state, under lock */
     pthread_mutex_t lock;
@@ -64,7 +67,7 @@ struct virtio_dev {
     unsigned irq;                   /* GSI */
     uint32_t status;
     uint64_t driver_features;
-    uint32_t dev_features_sel, drv_features_sel, queue_sel;
+    uint32_t dev_features_sel, drv_features_sel, queue_sel, shm_sel;
     uint32_t config_generation;
     atomic_uint interrupt_status;
     struct virtq queues[VIRTIO_MAX_QUEUES];

@@ -18,5 +18,6 @@
 /* virtio-mmio devices: one 4 KiB register page each from here, IRQ 5 up */
 #define VIRTIO_MMIO_BASE 0xd0000000ull
 #define VIRTIO_IRQ_BASE 5
-/* virtio-pmem regions: guest-physical memory from 4 GiB up, 2 MiB aligned */
+/* virtio-pmem regions and virtio-fs DAX windows: guest-physical memory from
+ * 4 GiB up, 2 MiB aligned, in device order */
 #define PMEM_BASE 0x100000000ull

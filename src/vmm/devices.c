@@ -15,6 +15,7 @@ static int create_one(struct vm *vm, const struct vm_device *spec, struct virtio
                       struct err **err)
 {
     struct virtio_pmem_opts po;
+    struct virtio_fs_opts fo;
     switch (spec->kind) {
     case VM_DEV_PMEM:
         po = spec->pmem;
@@ -29,7 +30,16 @@ static int create_one(struct vm *vm, const struct vm_device *spec, struct virtio
     case VM_DEV_CONSOLE: return virtio_console_create(&spec->console, d, err);
     case VM_DEV_NET: return virtio_net_create(&spec->net, d, err);
     case VM_DEV_VSOCK: return virtio_vsock_create(&spec->vsock, d, err);
-    case VM_DEV_FS: return virtio_fs_create(&spec->fs, d, err);
+    case VM_DEV_FS:
+        fo = spec->fs;
+        if (fo.dax_size) {
+            fo.dax_gpa = vm->pmem_next;
+            fo.dax_slot = 1 + vm->n_devs;
+        }
+        if (virtio_fs_create(&fo, d, err) < 0)
+            return -1;
+        vm->pmem_next += fo.dax_size;
+        return 0;
     }
     return err_input(err, "unknown device kind %d", (int)spec->kind);
 }

@@ -138,8 +138,14 @@ static void *vcpu_thread(void *arg)
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN)
                 continue;
-            vm_request_exit(vm, VM_EXIT_ERROR, 0, "vcpu%d: KVM_RUN: %s", v->index,
-                            strerror(errno));
+            /* EFAULT: guest memory whose host pages cannot be had, e.g. a
+             * part of a DAX window with nothing mapped. */
+            vm_request_exit(vm, VM_EXIT_ERROR, 0, "vcpu%d: KVM_RUN: %s%s", v->index,
+                            strerror(errno),
+                            errno == EFAULT ? " (the guest touched guest-physical memory with "
+                                              "nothing behind it, e.g. an unmapped part of a "
+                                              "DAX window)"
+                                            : "");
             break;
         }
         struct kvm_run *r = v->run;

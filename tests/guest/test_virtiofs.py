@@ -74,6 +74,7 @@ def test_fuse_requests_over_virtqueues(share, mode):
                  "READDIR list: 5 entries ok", "UNLINK victim ok",
                  "FORGET BATCH_FORGET on hiprio ok", "escapes refused",
                  "hostile requests answered", "DESTROY, INIT again ok",
+                 "no DAX window, SETUPMAPPING ENOSYS ok",
                  "NEEDS_RESET, reset, INIT again ok", "all checks passed"]:
         assert "virtio-fs: " + line in r.stderr, r.stderr
     if "indirect=1" in mode:
@@ -101,6 +102,44 @@ def test_read_only_share_refuses_changes(share):
     assert "virtio-fs: read-only share refuses changes" in r.stderr
     assert "virtio-fs: all checks passed" in r.stderr
     assert snapshot(share) == before
+
+
+def test_dax_window(share):
+    """A 4 MiB DAX window at 4 GiB: the guest reads hello.bin straight from
+    the host's page cache through it, writes dax.bin through it, and the
+    host sees those bytes; mappings outside the window, unaligned ones, a
+    writable mapping of a read-only handle, a wrong handle are refused."""
+    r = run(guest_args("dax=4 dwseed=9"), "--fs", f"tag=share,dir={share},dax=4")
+    assert r.returncode == 0, r.stderr
+    assert "virtio-fs: DAX window read, written, refusals ok" in r.stderr, r.stderr
+    assert "virtio-fs: all checks passed" in r.stderr
+    assert (share / "dax.bin").read_bytes() == pattern(8192, 3, 9)
+    assert (share / "hello.bin").read_bytes() == pattern(SIZE, 7, SEED)
+
+
+def test_dax_window_on_a_read_only_share(share):
+    before = snapshot(share)
+    r = run(guest_args("ro=1 dax=2"), "--fs", f"tag=share,dir={share},ro,dax=2")
+    assert r.returncode == 0, r.stderr
+    assert "virtio-fs: DAX window read, refusals ok" in r.stderr, r.stderr
+    assert "virtio-fs: all checks passed" in r.stderr
+    assert snapshot(share) == before
+
+
+def test_dax_window_touched_where_nothing_is_mapped(share):
+    """A guest reading a part of the window with nothing mapped (PROT_NONE
+    behind it) stops its VM with a clear error, as under QEMU."""
+    r = run(guest_args("dax=2 touch_unmapped=1"), "--fs", f"tag=share,dir={share},dax=2")
+    assert r.returncode == 70, r.stderr
+    assert "virtio-fs: reading the window where nothing is mapped" in r.stderr
+    assert "the VMM let it through" not in r.stderr
+    assert "KVM_RUN: Bad address (the guest touched guest-physical memory" in r.stderr
+
+
+def test_dax_window_expected_but_absent(share):
+    r = run(guest_args("dax=4"), "--fs", f"tag=share,dir={share}")
+    assert r.returncode == 66, r.stderr
+    assert "INIT with a DAX window" in r.stderr, r.stderr
 
 
 def test_uid_map_and_max_pages(share):
@@ -141,6 +180,9 @@ def test_wrong_expectation_fails(share):
     ("tag=x,dir=/tmp,queues=5", "queues=`5`: want 1..4"),
     ("tag=x,dir=/tmp,uidmap=junk", "uidmap=`junk`"),
     ("tag=x,dir=/tmp,max_pages=0", "max_pages=`0`"),
+    ("tag=x,dir=/tmp,dax=3", "dax=`3`: want the window's size in MiB, even"),
+    ("tag=x,dir=/tmp,dax=0", "dax=`0`"),
+    ("tag=x,dir=/tmp,dax=65538", "dax=`65538`"),
 ])
 def test_bad_fs_options(spec, expect):
     r = run("tag=x", "--fs", spec)

@@ -17,8 +17,10 @@
  *   unknown opcode), every request queue, DESTROY + a new INIT, and a
  *   malformed ring: NEEDS_RESET, then reset, INIT again and LOOKUP.
  *   ro=1: the changes fail with EROFS instead (the host checks nothing
- *   changed). pages=N: the max_pages INIT must answer. Options: indirect=1,
- *   event_idx=1. */
+ *   changed). pages=N: the max_pages INIT must answer. dax=MIB: the DAX window
+ *   (shared memory region 0) is read and written through (see test_dax);
+ *   touch_unmapped=1 then reads where nothing is mapped (the VMM must stop
+ *   the VM); without dax SETUPMAPPING is ENOSYS. Options: indirect=1, event_idx=1. */
 #include <linux/errno.h>
 #include <linux/fuse.h>
 #include <linux/virtio_config.h>
@@ -137,7 +139,8 @@ static void init(void)
         .major = FUSE_KERNEL_VERSION, .minor = FUSE_KERNEL_MINOR_VERSION,
         .max_readahead = 131072,
         .flags = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_INIT_EXT |
-                 FUSE_DO_READDIRPLUS | FUSE_PARALLEL_DIROPS | FUSE_POSIX_LOCKS,
+                 FUSE_DO_READDIRPLUS | FUSE_PARALLEL_DIROPS | FUSE_POSIX_LOCKS |
+                 FUSE_MAP_ALIGNMENT,
         .flags2 = PASSTHROUGH_FLAGS2,
     };
     struct fuse_init_out out;
@@ -153,6 +156,12 @@ static void init(void)
             "INIT: max_pages %u max_write %u", out.max_pages, out.max_write);
     G_CHECK(out.max_pages == opt("pages", out.max_pages), "INIT: max_pages %u, expected %lu",
             out.max_pages, opt("pages", 0));
+    if (opt("dax", 0))
+        G_CHECK((out.flags & FUSE_MAP_ALIGNMENT) && out.map_alignment == 12,
+                "INIT with a DAX window: flags %x, map_alignment %u", out.flags,
+                out.map_alignment);
+    else
+        G_CHECK(!(out.flags & FUSE_MAP_ALIGNMENT), "INIT offered FUSE_MAP_ALIGNMENT without DAX");
     g_print("virtio-fs: INIT %u.%u max_pages %u", out.major, out.minor, out.max_pages);
 }
 
@@ -517,6 +526,115 @@ static void test_queues(unsigned queues)
     g_print("virtio-fs: %u request queues ok", queues);
 }
 
+/* ---- the DAX window ---- */
+
+static int32_t setupmapping(uint64_t nodeid, uint64_t fh, uint64_t foffset, uint64_t len,
+                            uint64_t moffset, uint64_t flags)
+{
+    struct fuse_setupmapping_in in = {.fh = fh, .foffset = foffset, .len = len,
+                                      .flags = flags, .moffset = moffset};
+    return call_exact(FUSE_SETUPMAPPING, nodeid, &in, sizeof(in), 0, 0, "SETUPMAPPING");
+}
+
+static int32_t removemapping(uint64_t moffset, uint64_t len)
+{
+    struct {
+        struct fuse_removemapping_in in;
+        struct fuse_removemapping_one one;
+    } __attribute__((packed)) b = {{.count = 1}, {.moffset = moffset, .len = len}};
+    return call_exact(FUSE_REMOVEMAPPING, 0, &b, sizeof(b), 0, 0, "REMOVEMAPPING");
+}
+
+/* Shared memory region 0 (the window): checked against dax=MIB and the
+ * 4 GiB address where the VMM puts it; region 1 does not exist. */
+static volatile uint8_t *dax_window(uint64_t size)
+{
+    gv_write32(dev, VIRTIO_MMIO_SHM_SEL, 1);
+    uint64_t none = gv_read32(dev, VIRTIO_MMIO_SHM_LEN_LOW) |
+                    (uint64_t)gv_read32(dev, VIRTIO_MMIO_SHM_LEN_HIGH) << 32;
+    G_CHECK(none == ~0ull, "shared memory region 1: length %lx", none);
+    gv_write32(dev, VIRTIO_MMIO_SHM_SEL, 0);
+    uint64_t len = gv_read32(dev, VIRTIO_MMIO_SHM_LEN_LOW) |
+                   (uint64_t)gv_read32(dev, VIRTIO_MMIO_SHM_LEN_HIGH) << 32;
+    uint64_t base = gv_read32(dev, VIRTIO_MMIO_SHM_BASE_LOW) |
+                    (uint64_t)gv_read32(dev, VIRTIO_MMIO_SHM_BASE_HIGH) << 32;
+    if (size == 0) {
+        G_CHECK(len == ~0ull, "no DAX window asked, region 0 has length %lx", len);
+        return 0;
+    }
+    G_CHECK(len == size && base == 0x100000000ull, "DAX window: %lx bytes at %lx", len, base);
+    return (volatile uint8_t *)(uintptr_t)base;
+}
+
+/* dax=MIB: map hello.bin (read-only handle fh) and read it through the
+ * window; refusals; then a read-write handle of dax.bin written through
+ * the window (dwseed=S: (i*3+S)&255, 8 KiB), read back with READ after the
+ * mapping is gone. Without dax: SETUPMAPPING is ENOSYS. */
+static void test_dax(uint64_t hello, uint64_t fh, int readonly)
+{
+    uint64_t size = opt("dax", 0) << 20, hsize = opt("size", 10000), seed = opt("seed", 0);
+    volatile uint8_t *w = dax_window(size);
+    if (size == 0) {
+        int32_t e = setupmapping(hello, fh, 0, 4096, 0, FUSE_SETUPMAPPING_FLAG_READ);
+        G_CHECK(e == -ENOSYS, "SETUPMAPPING without a window: %d", e);
+        g_print("virtio-fs: no DAX window, SETUPMAPPING ENOSYS ok");
+        return;
+    }
+    const uint64_t R = FUSE_SETUPMAPPING_FLAG_READ, W = FUSE_SETUPMAPPING_FLAG_WRITE;
+    int32_t e = setupmapping(hello, fh, 0, 2u << 20, 0, R);
+    G_CHECK(e == 0, "SETUPMAPPING hello.bin: %d", e);
+    for (uint64_t i = 0; i < hsize; i++)
+        G_CHECK(w[i] == pattern(i, 7, seed), "DAX: byte %lu of hello.bin is %u", i, w[i]);
+    /* the refusals */
+    e = setupmapping(hello, fh, 0, 4096, 4096, R | W);
+    G_CHECK(e == (readonly ? -EROFS : -EACCES), "a writable mapping of a read-only handle: %d", e);
+    G_CHECK(setupmapping(hello, fh, 0, 4096, size, R) == -EINVAL, "a mapping past the window");
+    G_CHECK(setupmapping(hello, fh, 0, 8192, size - 4096, R) == -EINVAL,
+            "a mapping across the window's end");
+    G_CHECK(setupmapping(hello, fh, 100, 4096, 0, R) == -EINVAL, "an unaligned file offset");
+    G_CHECK(setupmapping(hello, fh, 0, 4096, 100, R) == -EINVAL, "an unaligned window offset");
+    G_CHECK(setupmapping(hello, fh, ~0ull << 12, 8192, 0, R) == -EINVAL, "a range past 2^63");
+    G_CHECK(setupmapping(hello, fh + 1000, 0, 4096, 0, R) == -EBADF, "an unknown handle");
+    G_CHECK(setupmapping(FUSE_ROOT_ID, fh, 0, 4096, 0, R) == -EBADF, "another node's handle");
+    G_CHECK(setupmapping(hello, fh, 0, 4096, 0, 1u << 5) == -EINVAL, "an unknown flag");
+    G_CHECK(removemapping(size, 4096) == -EINVAL, "REMOVEMAPPING past the window");
+    G_CHECK(removemapping(0, 2u << 20) == 0, "REMOVEMAPPING hello.bin");
+    if (opt("touch_unmapped", 0)) {
+        g_print("virtio-fs: reading the window where nothing is mapped");
+        g_print("virtio-fs: read %u: the VMM let it through", w[0]);
+    }
+    if (readonly) {
+        g_print("virtio-fs: DAX window read, refusals ok");
+        return;
+    }
+    /* a read-write handle: written through the window */
+    uint64_t dwseed = opt("dwseed", 0);
+    struct fuse_create_in cin = {.flags = 2 /* O_RDWR */ | O_CREAT_, .mode = S_IFREG_ | 0644};
+    uint32_t got;
+    e = call(Q_REQ, FUSE_CREATE, FUSE_ROOT_ID, &cin, sizeof(cin), "dax.bin", 4096, &got);
+    G_CHECK(e == 0 && got == sizeof(struct fuse_entry_out) + sizeof(struct fuse_open_out),
+            "CREATE dax.bin: %d", e);
+    struct fuse_entry_out ent;
+    struct fuse_open_out oo;
+    memcpy(&ent, rep + OH, sizeof(ent));
+    memcpy(&oo, rep + OH + sizeof(ent), sizeof(oo));
+    struct fuse_fallocate_in fa = {.fh = oo.fh, .offset = 0, .length = 8192};
+    e = call_exact(FUSE_FALLOCATE, ent.nodeid, &fa, sizeof(fa), 0, 0, "FALLOCATE");
+    G_CHECK(e == 0, "FALLOCATE dax.bin: %d", e);
+    e = setupmapping(ent.nodeid, oo.fh, 0, 8192, 2u << 20, R | W);
+    G_CHECK(e == 0, "SETUPMAPPING dax.bin read-write: %d", e);
+    for (uint64_t i = 0; i < 8192; i++)
+        w[(2u << 20) + i] = pattern(i, 3, dwseed);
+    G_CHECK(removemapping(2u << 20, 8192) == 0, "REMOVEMAPPING dax.bin");
+    got = read_at(oo.fh, 0, 8192);
+    G_CHECK(got == 8192, "READ dax.bin: %u bytes", got);
+    for (uint32_t i = 0; i < 8192; i++)
+        G_CHECK(data[i] == pattern(i, 3, dwseed), "dax.bin byte %u is %u after the window", i,
+                data[i]);
+    release(FUSE_RELEASE, oo.fh);
+    g_print("virtio-fs: DAX window read, written, refusals ok");
+}
+
 static void setup(unsigned queues)
 {
     uint64_t want = 0;
@@ -582,6 +700,7 @@ void guest_main(const struct g_boot *b)
     init();
     uint64_t hello;
     uint64_t fh = test_read(&hello);
+    test_dax(hello, fh, (int)opt("ro", 0));
     if (opt("ro", 0)) {
         test_readonly();
         release(FUSE_RELEASE, fh);

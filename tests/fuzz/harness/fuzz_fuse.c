@@ -3,8 +3,10 @@
  * input. Input format: records of [u16 little-endian length][request bytes];
  * a record's bytes are the request as the kernel (or a guest) would send it,
  * header included, so lengths and fields are all the fuzzer's to break.
- * Checked: every reply is well-formed and inside the buffer, and nothing
- * outside the tree changes. */
+ * Byte 0 picks the session: bit 0 starts it initialized, bit 1 keeps one
+ * inode fd, bit 2 gives it a DAX window (SETUPMAPPING maps tree files into
+ * a real 4 MiB reservation). Checked: every reply is well-formed and inside
+ * the buffer, and nothing outside the tree changes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -28,6 +31,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #include "fuzz_check.h"
 #include "fuzz_tree.h"
+
+/* A DAX window as the virtio-fs device keeps one (a PROT_NONE reservation
+ * that SETUPMAPPING maps files over), for inputs with bit 2 of byte 0. */
+#define WINDOW (4u << 20)
+static uint8_t *window;
+
+static int window_map(void *ctx, int fd, uint64_t foffset, uint64_t len, uint64_t moffset,
+                      bool write)
+{
+    (void)ctx;
+    if (moffset > WINDOW || len > WINDOW - moffset)
+        return -EINVAL;
+    CHECK(foffset % 4096 == 0 && len % 4096 == 0 && moffset % 4096 == 0 && len > 0);
+    void *p = mmap(window + moffset, len, PROT_READ | (write ? PROT_WRITE : 0),
+                   MAP_SHARED | MAP_FIXED, fd, (off_t)foffset);
+    return p == MAP_FAILED ? -errno : 0;
+}
+
+static int window_unmap(void *ctx, uint64_t moffset, uint64_t len)
+{
+    (void)ctx;
+    if (moffset > WINDOW || len > WINDOW - moffset)
+        return -EINVAL;
+    void *p = mmap(window + moffset, len, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    return p == MAP_FAILED ? -errno : 0;
+}
 
 static char top[64];   /* <tmp>/fuzz_fuse.XXXXXX */
 static char tree[96];  /* top/tree: what the session serves */
@@ -117,6 +147,21 @@ static void tame(uint8_t *req, size_t len)
         fa.offset %= 1 << 20;
         memcpy(req + sizeof(h), &fa, sizeof(fa));
     }
+    if (h.opcode == FUSE_SETUPMAPPING &&
+        len >= sizeof(h) + sizeof(struct fuse_setupmapping_in)) {
+        /* Near the window and the tree's small files; half page-aligned. */
+        struct fuse_setupmapping_in m;
+        memcpy(&m, req + sizeof(h), sizeof(m));
+        m.moffset %= 2 * WINDOW;
+        m.foffset %= 1 << 22;
+        m.len %= 2 * WINDOW;
+        if (h.unique & 1) {
+            m.moffset &= ~4095ull;
+            m.foffset &= ~4095ull;
+            m.len &= ~4095ull;
+        }
+        memcpy(req + sizeof(h), &m, sizeof(m));
+    }
 }
 
 static void check_reply(const uint8_t *req, size_t len, ssize_t n, size_t cap)
@@ -170,7 +215,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         o.inode_fds = 1;
     struct fs_session *s = NULL;
     struct err *err = NULL;
-    CHECK(fs_session_new(d, &o, NULL, &s, &err) == 0);
+    if (window == NULL) {
+        window = mmap(NULL, WINDOW, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        CHECK(window != MAP_FAILED);
+    }
+    struct fs_transport dax = {.map = window_map, .unmap = window_unmap};
+    bool with_window = size > 0 && (data[0] & 4);
+    CHECK(fs_session_new(d, &o, with_window ? &dax : NULL, &s, &err) == 0);
     close(d);
     /* Half of the inputs start initialized, the rest must INIT themselves. */
     if (size > 0 && (data[0] & 1))
@@ -194,6 +245,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     free(req);
     fs_session_free(s);
+    if (with_window)
+        CHECK(window_unmap(NULL, 0, WINDOW) == 0);
     CHECK(guard_state() == before);
     return 0;
 }
