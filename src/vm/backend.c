@@ -186,7 +186,8 @@ int vmc_spawn(const struct runtime *rt, struct prepared *p, const struct create_
         .hv = vmc_hypervisor_parse(rt->hypervisor), .state_dir = state_dir,
     };
     if (vmc_size(p->cfg, l.hv, &l.cpus, &l.memory_mib, err) < 0 ||
-        vmc_rootfs_choose(p->cfg, l.hv, &l.rootfs_mode, err) < 0)
+        vmc_rootfs_choose(p->cfg, l.hv, &l.rootfs_mode, err) < 0 ||
+        vmc_root_dax(p->cfg, l.hv, l.rootfs_mode, &l.root_dax_mib, err) < 0)
         return err_wrap(err, "VM container `%s`", o->id);
     int fd = openat(p->dirfd, VMC_CREATED, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)

@@ -11,6 +11,8 @@
  *             top: on virtio-pmem with DAX (MAP_PRIVATE, page cache shared
  *             by every VM of the image) on cocoon's VMM, on virtio-blk on
  *             qemu. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/cleanup.h"
@@ -36,12 +38,37 @@ int vmc_rootfs_choose(const struct oci_config *cfg, enum vmc_hypervisor hv, enum
     return 0;
 }
 
+int vmc_root_dax(const struct oci_config *cfg, enum vmc_hypervisor hv, enum vmc_rootfs mode,
+                 uint64_t *mib, struct err **err)
+{
+    *mib = 0;
+    const char *v = oci_config_annotation(cfg, VMC_DAX_ANNOTATION);
+    if (v == NULL)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno || *v < '0' || *v > '9' || *end || n < 2 || n % 2 ||
+        n > (VIRTIO_FS_DAX_MAX >> 20))
+        return err_make(err, 0, "annotation %s=`%s`: want the window's size in MiB, even, 2..%llu",
+                        VMC_DAX_ANNOTATION, v, (unsigned long long)(VIRTIO_FS_DAX_MAX >> 20));
+    if (mode != VMC_ROOTFS_VIRTIOFS)
+        return err_make(err, 0, "annotation %s: the root is not on virtio-fs (%s=erofs is "
+                                "already mapped with DAX)",
+                        VMC_DAX_ANNOTATION, VMC_ROOTFS_ANNOTATION);
+    if (hv != VMC_HV_COCOON)
+        return err_make(err, 0, "annotation %s: only cocoon's own VMM has a virtio-fs DAX window",
+                        VMC_DAX_ANNOTATION);
+    *mib = n;
+    return 0;
+}
+
 char *vmc_guest_cmdline(const char *channel, const struct vmc_guest_root *r, char reboot)
 {
     if (r->mode == VMC_ROOTFS_VIRTIOFS)
         return xasprintf("console=ttyS0 reboot=%c panic=-1 quiet cocoon.channel=%s "
-                         "cocoon.root=%s cocoon.rootfstype=virtiofs",
-                         reboot, channel, r->source);
+                         "cocoon.root=%s cocoon.rootfstype=virtiofs%s",
+                         reboot, channel, r->source, r->dax ? " cocoon.rootflags=dax=always" : "");
     return xasprintf("console=ttyS0 reboot=%c panic=-1 quiet cocoon.channel=%s "
                      "cocoon.root=%s cocoon.rootfstype=erofs%s cocoon.overlay=1",
                      reboot, channel, r->source, r->dax ? " cocoon.rootflags=dax" : "");
@@ -61,7 +88,8 @@ int vmc_cocoon_config(const struct vmc_cocoon_guest *g, struct vm_config *cfg, c
                       struct err **err)
 {
     const struct vmc_launch *l = g->launch;
-    struct vmc_guest_root root = {.mode = l->rootfs_mode, .dax = true};
+    struct vmc_guest_root root = {
+        .mode = l->rootfs_mode, .dax = l->rootfs_mode == VMC_ROOTFS_EROFS || l->root_dax_mib > 0};
     if (l->rootfs_mode == VMC_ROOTFS_EROFS) {
         if (g->image == NULL)
             return err_make(err, EINVAL, "the erofs root needs its image");
@@ -92,6 +120,7 @@ int vmc_cocoon_config(const struct vmc_cocoon_guest *g, struct vm_config *cfg, c
          * in it first, then the guest's mount read-only (as crun does on
          * the host). */
         add_fs(cfg, VMC_ROOT_TAG, l->rootfs, false);
+        cfg->devices[cfg->n_devices - 1].fs.dax_size = l->root_dax_mib << 20;
     }
     cfg->devices[cfg->n_devices++].kind = VM_DEV_RNG;
     /* The guest reads attach tools from shared/, never writes them. */

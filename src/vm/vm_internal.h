@@ -33,6 +33,8 @@ enum vmc_rootfs { VMC_ROOTFS_VIRTIOFS, VMC_ROOTFS_EROFS };
 
 /* The annotation that chooses it: virtiofs or erofs. */
 #define VMC_ROOTFS_ANNOTATION "io.cocoon.vm.rootfs"
+/* The size in MiB of a DAX window for a virtio-fs root (cocoon's VMM). */
+#define VMC_DAX_ANNOTATION "io.cocoon.vm.virtiofs-dax"
 /* The virtio-fs tag of the bundle's rootfs on cocoon's VMM. */
 #define VMC_ROOT_TAG "cocoon-root"
 /* The agent's vsock on cocoon's VMM: the guest's CID, and the device's
@@ -46,11 +48,18 @@ enum vmc_rootfs { VMC_ROOTFS_VIRTIOFS, VMC_ROOTFS_EROFS };
 int vmc_rootfs_choose(const struct oci_config *cfg, enum vmc_hypervisor hv, enum vmc_rootfs *out,
                       struct err **err);
 
+/* The DAX window of a virtio-fs root, in MiB, from VMC_DAX_ANNOTATION (0
+ * without it); <0 (*err) for a size that is not an even 2..65536, for an
+ * erofs root, or on a hypervisor other than cocoon's VMM. */
+int vmc_root_dax(const struct oci_config *cfg, enum vmc_hypervisor hv, enum vmc_rootfs mode,
+                 uint64_t *mib, struct err **err);
+
 /* The root as the kernel command line names it. */
 struct vmc_guest_root {
     enum vmc_rootfs mode;
     const char *source;   /* a /dev node (erofs) or a virtio-fs tag */
-    bool dax;             /* erofs: mount it with DAX (virtio-pmem) */
+    bool dax;             /* mount it with DAX: erofs on virtio-pmem, or virtio-fs
+                           * through the device's DAX window */
 };
 
 /* The kernel command line of a cocoon guest (a new string): the agent's
@@ -67,6 +76,7 @@ struct vmc_launch {
     const char *hostname;
     bool volumes;            /* the state directory has volumes/ for the guest */
     enum vmc_rootfs rootfs_mode;
+    uint64_t root_dax_mib;   /* a virtio-fs root's DAX window (cocoon's VMM), 0: none */
     unsigned cpus;
     uint64_t memory_mib;
     int log_fd;              /* the hypervisor's and guest console's output */

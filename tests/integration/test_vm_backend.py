@@ -385,6 +385,25 @@ def test_rootfs_annotation_errors(cocoon, make_bundle, nothing_left, hv):
     nothing_left()
 
 
+@pytest.mark.parametrize("hv,value,message", [
+    ("sandbox", "64", "io.cocoon.vm.virtiofs-dax: only cocoon's own VMM has a virtio-fs DAX window"),
+    ("qemu", "64", "io.cocoon.vm.virtiofs-dax: only cocoon's own VMM has a virtio-fs DAX window"),
+    ("sandbox", "3", "io.cocoon.vm.virtiofs-dax=`3`: want the window's size in MiB, even"),
+])
+def test_virtiofs_dax_annotation_errors(cocoon, make_bundle, nothing_left, hv, value, message):
+    """A DAX window for the root where there can be none, or of a wrong
+    size, is refused at create with the reason, and leaves nothing behind
+    (cocoon's VMM itself cannot boot its guest here: its DAX path is
+    checked by tests/unit/test_guest_config.c and tests/guest/)."""
+    b = make_bundle("true")
+    b.config.setdefault("annotations", {})["io.cocoon.vm.virtiofs-dax"] = value
+    b.save()
+    r = cocoon("run", "--bundle", b.path, cocoon.id("vmdax"), glob=("--vm", "--hypervisor", hv))
+    assert r.rc != 0, r
+    assert message in r.err, r.err
+    nothing_left()
+
+
 def test_exec_tty_console_socket(cocoon, make_bundle, console_socket, nothing_left):
     """exec --tty --detach --console-socket: a pty master comes back, the
     guest process has a terminal, and input typed on the master reaches it."""

@@ -143,6 +143,71 @@ static void test_erofs_root(void **state)
     err_free(&e);
 }
 
+static int root_dax(const char *annotations, enum vmc_hypervisor hv, enum vmc_rootfs mode,
+                    uint64_t *mib, struct err **e)
+{
+    struct oci_config *c = config_with(annotations, false);
+    int r = vmc_root_dax(c, hv, mode, mib, e);
+    oci_config_free(c);
+    return r;
+}
+
+/* io.cocoon.vm.virtiofs-dax: a DAX window for a virtio-fs root on cocoon's
+ * VMM, of an even number of MiB; refused elsewhere, with the reason. */
+static void test_virtiofs_dax_annotation(void **state)
+{
+    (void)state;
+    uint64_t mib = 7;
+    struct err *e = NULL;
+    assert_int_equal(root_dax(NULL, VMC_HV_COCOON, VMC_ROOTFS_VIRTIOFS, &mib, &e), 0);
+    assert_int_equal(mib, 0);
+    assert_int_equal(root_dax("\"io.cocoon.vm.virtiofs-dax\":\"256\"", VMC_HV_COCOON,
+                              VMC_ROOTFS_VIRTIOFS, &mib, &e), 0);
+    assert_int_equal(mib, 256);
+    assert_null(e);
+    static const char *const bad[] = {"0", "3", "-2", "2x", "", "65538", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char a[96];
+        snprintf(a, sizeof(a), "\"io.cocoon.vm.virtiofs-dax\":\"%s\"", bad[i]);
+        assert_int_equal(root_dax(a, VMC_HV_COCOON, VMC_ROOTFS_VIRTIOFS, &mib, &e), -1);
+        assert_err_contains(e, "want the window's size in MiB, even, 2..65536");
+        err_free(&e);
+    }
+    assert_int_equal(root_dax("\"io.cocoon.vm.virtiofs-dax\":\"64\"", VMC_HV_COCOON,
+                              VMC_ROOTFS_EROFS, &mib, &e), -1);
+    assert_err_contains(e, "the root is not on virtio-fs");
+    err_free(&e);
+    assert_int_equal(root_dax("\"io.cocoon.vm.virtiofs-dax\":\"64\"", VMC_HV_QEMU,
+                              VMC_ROOTFS_VIRTIOFS, &mib, &e), -1);
+    assert_err_contains(e, "only cocoon's own VMM has a virtio-fs DAX window");
+    err_free(&e);
+}
+
+/* With a window: the root's device has it, the guest mounts with dax=always;
+ * the other shares have none. */
+static void test_virtiofs_root_with_dax(void **state)
+{
+    (void)state;
+    struct vmc_launch l = {
+        .hv = VMC_HV_COCOON, .rootfs = "/bundle/rootfs", .rootfs_mode = VMC_ROOTFS_VIRTIOFS,
+        .root_dax_mib = 128, .cpus = 1, .memory_mib = 128, .log_fd = -1, .volumes = true,
+    };
+    struct vm_config cfg;
+    char *cmdline = NULL;
+    build(&l, NULL, &cfg, &cmdline);
+    assert_int_equal(find_dev(&cfg, VM_DEV_FS, VMC_ROOT_TAG)->fs.dax_size, 128ull << 20);
+    assert_int_equal(find_dev(&cfg, VM_DEV_FS, VMC_SHARED_TAG)->fs.dax_size, 0);
+    assert_int_equal(find_dev(&cfg, VM_DEV_FS, VMC_VOLUMES_TAG)->fs.dax_size, 0);
+    assert_non_null(strstr(cmdline, " cocoon.root=" VMC_ROOT_TAG " cocoon.rootfstype=virtiofs "
+                                    "cocoon.rootflags=dax=always"));
+    free(cmdline);
+    l.root_dax_mib = 0;
+    build(&l, NULL, &cfg, &cmdline);
+    assert_int_equal(find_dev(&cfg, VM_DEV_FS, VMC_ROOT_TAG)->fs.dax_size, 0);
+    assert_null(strstr(cmdline, "rootflags"));
+    free(cmdline);
+}
+
 /* The qemu line: an erofs image on virtio-blk, no DAX, a triple-fault reset. */
 static void test_qemu_cmdline(void **state)
 {
@@ -160,6 +225,8 @@ int main(void)
         cmocka_unit_test(test_rootfs_choice),
         cmocka_unit_test(test_virtiofs_root),
         cmocka_unit_test(test_erofs_root),
+        cmocka_unit_test(test_virtiofs_dax_annotation),
+        cmocka_unit_test(test_virtiofs_root_with_dax),
         cmocka_unit_test(test_qemu_cmdline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
