@@ -32,9 +32,7 @@
 #include <linux/virtio_ids.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/kvm.h>
 #include <sys/capability.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -228,14 +226,8 @@ static int vfs_attach(struct virtio_dev *d, struct err **err)
     struct vfs *v = d->priv;
     if (v->dax == NULL)
         return 0;
-    struct kvm_userspace_memory_region r = {
-        .slot = v->dax_slot, .guest_phys_addr = v->dax_gpa, .memory_size = v->dax_size,
-        .userspace_addr = (uint64_t)(uintptr_t)v->dax,
-    };
-    if (ioctl(d->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        return err_make(err, errno, "fs: DAX window: KVM_SET_USER_MEMORY_REGION at %#llx",
-                        (unsigned long long)v->dax_gpa);
-    return 0;
+    return virtio_dev_add_memory(d, v->dax_slot, v->dax_gpa, v->dax_size, v->dax,
+                                 "fs: DAX window", err);
 }
 
 static void vfs_destroy(struct virtio_dev *d)

@@ -262,6 +262,19 @@ void virtio_dev_kicked(void *arg, uint32_t events)
     pthread_mutex_unlock(&d->lock);
 }
 
+int virtio_dev_add_memory(struct virtio_dev *d, unsigned slot, uint64_t gpa, uint64_t size,
+                          void *host, const char *what, struct err **err)
+{
+    struct kvm_userspace_memory_region r = {
+        .slot = slot, .guest_phys_addr = gpa, .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)host,
+    };
+    if (ioctl(d->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+        return err_make(err, errno, "%s: KVM_SET_USER_MEMORY_REGION at %#llx", what,
+                        (unsigned long long)gpa);
+    return 0;
+}
+
 int virtio_mmio_attach(struct virtio_dev *d, int vm_fd, const struct guest_mem *mem,
                        struct evloop *loop, uint64_t base, unsigned irq, struct err **err)
 {

@@ -6,12 +6,10 @@
  * writes go to the file; a flush request then syncs it. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_pmem.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -56,14 +54,7 @@ static void pmem_notify(struct virtio_dev *d, unsigned qi)
 static int pmem_attach(struct virtio_dev *d, struct err **err)
 {
     struct pmem *p = d->priv;
-    struct kvm_userspace_memory_region r = {
-        .slot = p->slot, .guest_phys_addr = p->gpa, .memory_size = p->size,
-        .userspace_addr = (uint64_t)(uintptr_t)p->host,
-    };
-    if (ioctl(d->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        return err_make(err, errno, "pmem: KVM_SET_USER_MEMORY_REGION at %#llx",
-                        (unsigned long long)p->gpa);
-    return 0;
+    return virtio_dev_add_memory(d, p->slot, p->gpa, p->size, p->host, "pmem", err);
 }
 
 static void pmem_destroy(struct virtio_dev *d)

@@ -97,6 +97,12 @@ int virtio_mmio_attach(struct virtio_dev *d, int vm_fd, const struct guest_mem *
  * virtio_kick): serve the queue if the device runs. */
 void virtio_dev_kicked(void *arg, uint32_t events);
 
+/* Put `size` bytes of host memory at `host` into the guest's physical
+ * address space at gpa, as KVM memory slot `slot` (a device's own region:
+ * pmem's file, virtio-fs's DAX window); `what` names it in the error. */
+int virtio_dev_add_memory(struct virtio_dev *d, unsigned slot, uint64_t gpa, uint64_t size,
+                          void *host, const char *what, struct err **err);
+
 /* A guest access to the device's register page (vCPU thread). */
 void virtio_mmio_access(struct virtio_dev *d, uint64_t offset, uint8_t *data, uint32_t len,
                         bool is_write);
